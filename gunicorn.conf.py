@@ -1,0 +1,63 @@
+"""gunicorn settings for kv_app: `gunicorn -c gunicorn.conf.py` (what `kv-app serve` runs).
+
+Every value a user may change comes from a KV_* environment variable; the defaults live
+in kv_app/config.py. The rest are fixed here, each with why.
+"""
+
+# (Imported under a private name: a module-level `config` would be read as a setting.)
+from kv_app.config import resolve as _resolve
+
+_kv = _resolve()
+
+# --- The app --------------------------------------------------------------------------
+# wsgi.py builds the one app object from KV_* variables.
+wsgi_app = "wsgi:app"
+# Load the data once, in the master, before forking: every worker starts with the store
+# already in memory (shared copy-on-write pages) and a bad file stops start-up before
+# any worker exists. It also means a code or data change needs a new master (see README,
+# "Replacing the data").
+preload_app = True
+
+# --- Socket ---------------------------------------------------------------------------
+# KV_HOST, KV_PORT: 127.0.0.1:8123 by default; the Docker image listens on 0.0.0.0.
+bind = [f"{_kv['HOST']}:{_kv['PORT']}"]
+# Connections waiting to be accepted (64-2048); beyond it clients see connection errors.
+backlog = 2048
+
+# --- Workers --------------------------------------------------------------------------
+# KV_WORKERS: processes; one per core (2-4 here). Each holds its own copies of the pages
+# of the store that lookups touch: see README "How much data can it handle".
+workers = _kv["WORKERS"]
+# gthread: a worker serves KV_THREADS connections at once and keeps idle keep-alive
+# connections parked in a selector, so a slow or idle client holds one thread, not the
+# whole process (a sync worker would be blocked by it).
+worker_class = "gthread"
+threads = _kv["THREADS"]
+# KV_TIMEOUT, seconds (10-120): a worker silent for longer is killed and replaced.
+timeout = _kv["TIMEOUT"]
+# Seconds (5-60) in-flight requests get to finish after SIGTERM before workers are killed.
+graceful_timeout = 20
+# Seconds (1-75) an idle keep-alive connection is kept open; clients reuse connections.
+keepalive = 5
+
+# --- Request limits (anything larger is refused by gunicorn before Flask sees it) -----
+# Bytes of the request line: "GET /items/<36-char id> HTTP/1.1" is 56; 4094 is the max.
+limit_request_line = 1024
+# Number of headers (1-32768) and bytes of one header (1-8190).
+limit_request_fields = 50
+limit_request_field_size = 8190
+
+# --- Logging --------------------------------------------------------------------------
+# Server log on stderr, level from KV_LOG_LEVEL.
+errorlog = "-"
+loglevel = _kv["LOG_LEVEL"]
+# KV_ACCESS_LOG=1: one line per request on stdout. Off by default: it costs throughput.
+accesslog = "-" if _kv["ACCESS_LOG"] else None
+# Name the processes in ps/top.
+proc_name = "kv-app"
+
+# --- Control ----------------------------------------------------------------------------
+# No control socket: its default path ($HOME/.gunicorn/gunicorn.ctl) is one per user, so
+# two servers on one host (tests, blue/green swaps) would fight over it, and the image's
+# user has no home. Manage the server with signals (TERM, HUP, USR2), as the README says.
+control_socket_disable = True

@@ -1,0 +1,97 @@
+"""The items API blueprint: thin views, each with its OpenAPI docstring."""
+
+from __future__ import annotations
+
+import orjson
+from flask import Blueprint, Response, current_app, request
+from werkzeug.exceptions import BadRequest, NotAcceptable, NotFound
+
+from kv_app.store import canonical_key
+
+bp = Blueprint("api", __name__)
+
+STORE = "kv_store"  # the key of the loaded store in app.extensions
+JSON = "application/json"
+TEXT = "text/plain; charset=utf-8"
+# Accept headers that mean JSON without parsing them (curl, requests, browsers' fetch).
+_JSON_ACCEPTS = frozenset(("*/*", JSON))
+_VARY = {"Vary": "Accept"}
+
+
+def wants_text() -> bool:
+    """Content negotiation for an item: JSON unless the client prefers text/plain."""
+    accept = request.headers.get("Accept")
+    if accept is None or accept in _JSON_ACCEPTS:
+        return False
+    best = request.accept_mimetypes.best_match((JSON, "text/plain"))
+    if best is None:
+        raise NotAcceptable(f"cannot answer with {accept!r}: use application/json or text/plain")
+    return best == "text/plain"
+
+
+@bp.get("/items/<item_id>")
+def get_item(item_id: str) -> Response:
+    """Look up the value of one id.
+    ---
+    tags: [items]
+    parameters:
+      - name: item_id
+        in: path
+        required: true
+        description: A UUID, 8-4-4-4-12 hex digits; case does not matter.
+        schema: {type: string, example: 3fa85f64-5717-4562-b3fc-2c963f66afa6}
+    responses:
+      200:
+        description: The value, as JSON or (with `Accept text/plain`) the bare value.
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/Item'}
+          text/plain:
+            schema: {type: string}
+      400: {$ref: '#/components/responses/BadRequest'}
+      404: {$ref: '#/components/responses/NotFound'}
+      406: {$ref: '#/components/responses/NotAcceptable'}
+    """
+    key = canonical_key(item_id)
+    if key is None:
+        raise BadRequest(
+            f"malformed id {item_id!r}: expected a UUID such as 3fa85f64-5717-4562-b3fc-2c963f66afa6"
+        )
+    value = current_app.extensions[STORE].get(key)
+    if value is None:
+        raise NotFound(f"no item with id {key}")
+    if wants_text():
+        return Response(value, content_type=TEXT, headers=_VARY)
+    return Response(orjson.dumps({"id": key, "value": value}), content_type=JSON, headers=_VARY)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """Liveness: the process answers.
+    ---
+    tags: [health]
+    responses:
+      200:
+        description: Alive.
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/Health'}
+    """
+    return Response(b'{"status":"ok"}', content_type=JSON)
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    """Readiness: the data is loaded and served.
+    ---
+    tags: [health]
+    responses:
+      200:
+        description: Ready, with the number of pairs served.
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/Ready'}
+    """
+    store = current_app.extensions[STORE]
+    body = {"status": "ready", "pairs": len(store), "store": current_app.config["STORE"]}
+    return Response(orjson.dumps(body), content_type=JSON)

@@ -1,0 +1,122 @@
+"""The `kv-app` command: serve, check, get. Thin: parse flags, call the library."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from kv_app import __version__, config
+from kv_app.client import KVClient, KVError
+from kv_app.loader import LoadError, check as check_file
+
+CONFIG_FILE = "gunicorn.conf.py"
+
+
+def _option(name: str, **kwargs):
+    """A flag for a setting of kv_app.config, with its KV_* variable and help line."""
+    setting = config.BY_NAME[name]
+    if setting.choices:
+        kwargs.setdefault("type", click.Choice(setting.choices))
+    elif isinstance(setting.default, bool):
+        kwargs.setdefault("is_flag", True)
+        kwargs.setdefault("default", None)
+    elif isinstance(setting.default, int):
+        kwargs.setdefault("type", int)
+    return click.option(
+        setting.flag, name.lower(), envvar=setting.env, help=f"{setting.help} [env {setting.env}; default {setting.default}]", **kwargs
+    )
+
+
+def find_gunicorn_config() -> Path:
+    """gunicorn.conf.py beside wsgi.py: next to the package (a checkout) or in the cwd."""
+    for folder in (Path(__file__).resolve().parent.parent, Path.cwd()):
+        if (folder / CONFIG_FILE).is_file() and (folder / "wsgi.py").is_file():
+            return folder / CONFIG_FILE
+    raise click.ClickException(
+        f"cannot find {CONFIG_FILE} and wsgi.py: run from the kv_app checkout or the image's /app"
+    )
+
+
+def gunicorn_command(conf: Path) -> list[str]:
+    """The command line that runs gunicorn with the project's config file."""
+    return [sys.executable, "-m", "gunicorn", "--config", str(conf), "--chdir", str(conf.parent)]
+
+
+@click.group()
+@click.version_option(__version__, prog_name="kv-app")
+def cli() -> None:
+    """kv_app: a read-only key-value server for a file of `<uuid> <value>` lines."""
+
+
+@cli.command()
+@click.argument("data_file", envvar="KV_DATA_PATH", type=click.Path(dir_okay=False))
+@_option("HOST")
+@_option("PORT")
+@_option("WORKERS")
+@_option("THREADS")
+@_option("TIMEOUT")
+@_option("ON_ERROR")
+@_option("STORE")
+@_option("MAX_BATCH")
+@_option("ACCESS_LOG")
+@_option("LOG_LEVEL")
+def serve(data_file: str, **settings) -> None:
+    """Serve DATA_FILE over HTTP with gunicorn (gunicorn.conf.py)."""
+    env = dict(os.environ)
+    env["KV_DATA_PATH"] = os.path.abspath(data_file)
+    for name, value in settings.items():
+        if value is not None:
+            setting = config.BY_NAME[name.upper()]
+            env[setting.env] = str(int(value) if isinstance(value, bool) else value)
+    command = gunicorn_command(find_gunicorn_config())
+    os.execve(command[0], command, env)  # gunicorn becomes this process: signals reach it
+
+
+@cli.command()
+@click.argument("data_file", type=click.Path(dir_okay=True))
+def check(data_file: str) -> None:
+    """Check DATA_FILE without serving it; print every bad line as path:line: reason."""
+    try:
+        pairs, problems = check_file(data_file)
+    except LoadError as e:
+        raise click.ClickException(str(e)) from None
+    for problem in problems:
+        click.echo(problem.format(data_file))
+    if problems:
+        raise click.ClickException(f"{data_file}: {len(problems):,} bad lines, {pairs:,} good pairs")
+    if not pairs:
+        raise click.ClickException(f"{data_file}: file is empty")
+    click.echo(f"{data_file}: OK, {pairs:,} pairs")
+
+
+@cli.command()
+@click.argument("keys", nargs=-1, required=True)
+@click.option("--url", envvar="KV_URL", default="http://127.0.0.1:8123", show_default=True, help="Server base URL [env KV_URL].")
+def get(keys: tuple[str, ...], url: str) -> None:
+    """Print the value of each KEY (one key: the bare value; several: `key<TAB>value`)."""
+    client = KVClient(url)
+    missing = []
+    try:
+        for key in keys:
+            value = client.get(key)
+            if value is None:
+                missing.append(key)
+            elif len(keys) == 1:
+                click.echo(value)
+            else:
+                click.echo(f"{key}\t{value}")
+    except KVError as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        client.close()
+    if missing:
+        click.echo(f"not found: {' '.join(missing)}", err=True)
+        sys.exit(1)
+
+
+def main() -> None:
+    """Entry point of the `kv-app` command."""
+    cli(prog_name="kv-app")

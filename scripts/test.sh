@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Run the test suite: bash scripts/test.sh [pytest args]
+# Creates .venv if needed and installs kv_app with its test extras first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/_venv.sh test
+ruff check kv_app tests scripts wsgi.py gunicorn.conf.py
+bash scripts/vendor_assets.sh
+exec python -m pytest "$@"

@@ -1,0 +1,151 @@
+"""Shared fixtures: data files, the app and its test client, and a real server."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from kv_app.app import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_DATA = ROOT.parent / "shared" / "data" / "example.data"
+KV_APP = str(Path(sys.executable).with_name("kv-app"))
+
+
+def _load_make_data():
+    spec = importlib.util.spec_from_file_location("make_data", ROOT / "scripts" / "make_data.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+make_data = _load_make_data()
+
+# Values a batch job may really produce, each to come back byte for byte.
+TRICKY = {
+    "0b7e6bd2-8d4c-4b6a-9c43-2f1a1e6c0a01": "plain words",
+    "0b7e6bd2-8d4c-4b6a-9c43-2f1a1e6c0a02": "",
+    "0b7e6bd2-8d4c-4b6a-9c43-2f1a1e6c0a03": "  leading and trailing spaces  ",
+    "0b7e6bd2-8d4c-4b6a-9c43-2f1a1e6c0a04": "tab\tinside\tvalue",
+    "0b7e6bd2-8d4c-4b6a-9c43-2f1a1e6c0a05": "unicode: naïve café ☃ 𝄞 中文",
+    "0b7e6bd2-8d4c-4b6a-9c43-2f1a1e6c0a06": '{"json": ["as", "a", "value"], "q": "\\""}',
+    "0b7e6bd2-8d4c-4b6a-9c43-2f1a1e6c0a07": "<script>alert(1)</script> & ' \"",
+    "0b7e6bd2-8d4c-4b6a-9c43-2f1a1e6c0a08": "carriage\rreturn inside",
+    "0b7e6bd2-8d4c-4b6a-9c43-2f1a1e6c0a09": "x" * 5000,
+    "0b7e6bd2-8d4c-4b6a-9c43-2f1a1e6c0a0a": "last line without a newline",
+}
+
+
+def write_tricky(path: Path) -> dict[str, str]:
+    """Write TRICKY (one key upper-case, no final newline); return what must come back."""
+    lines = [f"{k} {v}" for k, v in TRICKY.items()]
+    lines[0] = lines[0].upper()[:36] + lines[0][36:]
+    path.write_bytes("\n".join(lines).encode("utf-8"))
+    return dict(TRICKY)
+
+
+@pytest.fixture
+def tricky_file(tmp_path) -> tuple[Path, dict[str, str]]:
+    path = tmp_path / "tricky.data"
+    return path, write_tricky(path)
+
+
+@pytest.fixture(scope="session")
+def data_file(tmp_path_factory) -> Path:
+    """A generated file of 2,000 pairs."""
+    path = tmp_path_factory.mktemp("data") / "gen.data"
+    make_data.write(2000, str(path), seed=7)
+    return path
+
+
+@pytest.fixture(scope="session")
+def data(data_file) -> dict[str, str]:
+    return dict(make_data.pairs(2000, seed=7))
+
+
+@pytest.fixture(scope="session")
+def app(data_file):
+    return create_app({"DATA_PATH": str(data_file)})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A real `kv-app serve` process on a free port of 127.0.0.1."""
+
+    def __init__(self, data_path: Path | str, *args: str, env: dict[str, str] | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [KV_APP, "serve", str(data_path), "--host", "127.0.0.1", "--port", str(self.port), *args]
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("KV_")}
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            command, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    def wait_ready(self, timeout: float = 30.0) -> Server:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}: {self.proc.stderr.read()}")
+            try:
+                if requests.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("server did not become ready")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def start_server():
+    """Start servers with start_server(path, *flags); all are stopped after the test."""
+    servers: list[Server] = []
+
+    def start(data_path, *args, env=None, wait=True) -> Server:
+        server = Server(data_path, *args, env=env)
+        servers.append(server)
+        return server.wait_ready() if wait else server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(data_file):
+    """One real server over data_file for a whole test module."""
+    s = Server(data_file).wait_ready()
+    yield s
+    s.stop()

@@ -1,0 +1,245 @@
+"""The loader: good files exactly, every kind of bad file with its path:line reason."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from kv_app import loader
+from kv_app.loader import LoadError, Problem
+
+K1 = "8a35eb59-62b3-481c-8875-1f248df4c952"
+K2 = "06bf4950-90ea-44d4-9df9-7fa724212196"
+K3 = "426f89d1-76ec-4954-814f-283063308fdb"
+
+
+def write(tmp_path, content: bytes, name="d.data"):
+    path = tmp_path / name
+    path.write_bytes(content)
+    return path
+
+
+def test_tricky_values_come_back_exactly(tricky_file):
+    path, expected = tricky_file
+    data, report = loader.load(path)
+    assert data == expected
+    assert report.pairs == len(expected)
+    assert report.bytes == path.stat().st_size
+    assert report.skipped == []
+
+
+def test_generated_file_fast_path_equals_line_by_line(data_file, data):
+    fast, _ = loader.load(data_file)
+    with open(data_file, "rb") as f:
+        slow, problems, bom = loader._load_lines(f)
+    assert fast == slow == data
+    assert problems == [] and not bom
+
+
+@pytest.mark.parametrize("chunk", [40, 64, 100, 1000])
+def test_chunk_boundaries_do_not_matter(monkeypatch, data_file, data, chunk):
+    monkeypatch.setattr(loader, "CHUNK_BYTES", chunk)
+    assert loader.load(data_file)[0] == data
+
+
+def test_fast_path_is_taken_for_a_good_file(monkeypatch, data_file):
+    def fail(f):
+        raise AssertionError("line-by-line path used for a good file")
+
+    monkeypatch.setattr(loader, "_load_lines", fail)
+    loader.load(data_file)
+
+
+def test_upper_case_keys_are_stored_lower_case(tmp_path):
+    path = write(tmp_path, f"{K1.upper()} v1\n{K2} v2\n".encode())
+    assert loader.load(path)[0] == {K1: "v1", K2: "v2"}
+
+
+def test_non_version_4_uuids_are_accepted(tmp_path):
+    v1 = "c232ab00-9414-11ec-b3c8-9f6bdeced846"
+    path = write(tmp_path, f"{v1} time-based\n".encode())
+    assert loader.load(path)[0] == {v1: "time-based"}
+
+
+def test_byte_order_mark_is_ignored_and_reported(tmp_path):
+    path = write(tmp_path, loader.BOM + f"{K1} v1\n{K2} v2\n".encode())
+    for strict in (True, False):
+        data, report = loader.load(path, strict=strict)
+        assert data == {K1: "v1", K2: "v2"}
+        assert report.bom
+
+
+# (content, line, reason fragment) of each kind of bad line; K3 v3 always follows.
+BAD_LINES = [
+    pytest.param(f"{K1} v1\r\n", 1, "line ends with CR", id="crlf"),
+    pytest.param("\n", 1, "blank line", id="blank-line"),
+    pytest.param(f"{K1}\tv1\n", 1, "found a tab", id="tab-separator"),
+    pytest.param(f"{K1}\n", 1, "no space between key and value", id="no-separator"),
+    pytest.param(f"{K1[:-1]} v1\n", 1, "key is not a UUID", id="short-uuid"),
+    pytest.param(f"{K1}0 v1\n", 1, "key is not a UUID", id="long-uuid"),
+    pytest.param(f"{K1.replace('-', '')} v1\n", 1, "key is not a UUID", id="no-dashes"),
+    pytest.param(f"{{{K1}}} v1\n", 1, "key is not a UUID", id="braces"),
+    pytest.param(f"{K1[:-1]}g v1\n", 1, "key is not a UUID", id="non-hex"),
+    pytest.param(f"{K1} v1\n{K1} v1\n", 2, "duplicate key", id="duplicate-same-value"),
+    pytest.param(f"{K1} v1\n{K1} other\n", 2, "duplicate key", id="duplicate-other-value"),
+    pytest.param(f"{K1} v1\n{K1.upper()} v1\n", 2, "duplicate key", id="duplicate-by-case"),
+    pytest.param(f"{K1} v\x001\n", 1, "NUL byte at column 39", id="nul-byte"),
+]
+
+
+@pytest.mark.parametrize("content, line, reason", BAD_LINES)
+def test_bad_line_strict_names_path_and_line(tmp_path, content, line, reason):
+    path = write(tmp_path, (content + f"{K3} v3\n").encode())
+    with pytest.raises(LoadError) as e:
+        loader.load(path)
+    message = str(e.value)
+    assert message.startswith(f"{path}:{line}: ")
+    assert reason in message
+    assert e.value.problems[0].line == line
+
+
+@pytest.mark.parametrize("content, line, reason", BAD_LINES)
+def test_bad_line_lenient_skips_it_and_keeps_the_rest(tmp_path, content, line, reason):
+    path = write(tmp_path, (content + f"{K3} v3\n").encode())
+    data, report = loader.load(path, strict=False)
+    assert data[K3] == "v3"
+    assert [p.line for p in report.skipped] == [line]
+    assert reason in report.skipped[0].reason
+    if "duplicate" in reason:
+        assert data[K1] == "v1"  # the first value wins
+    assert "skipped 1 bad lines" in report.summary()
+
+
+def test_invalid_utf8(tmp_path):
+    path = write(tmp_path, f"{K3} v3\n{K1} caf".encode() + b"\xe9\n")
+    with pytest.raises(LoadError, match=rf"^{path}:2: invalid UTF-8 at byte 41 of the line$"):
+        loader.load(path)
+    data, report = loader.load(path, strict=False)
+    assert data == {K3: "v3"} and report.skipped[0].line == 2
+
+
+def test_strict_error_lists_many_problems_then_counts(tmp_path):
+    path = write(tmp_path, b"bad\n" * 25 + f"{K1} v1\n".encode())
+    with pytest.raises(LoadError) as e:
+        loader.load(path)
+    lines = str(e.value).splitlines()
+    assert len(lines) == loader.SHOWN_PROBLEMS + 1
+    assert lines[0] == f"{path}:1: no space between key and value"
+    assert lines[-1] == f"{path}: ... and 5 more bad lines"
+    assert len(e.value.problems) == 25
+
+
+def test_a_huge_value_loads(tmp_path):
+    big = "v" * (10 * 1024 * 1024)
+    path = write(tmp_path, f"{K1} {big}\n{K2} small\n".encode())
+    data, _ = loader.load(path)
+    assert data[K1] == big and data[K2] == "small"
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_empty_file(tmp_path, strict):
+    path = write(tmp_path, b"")
+    with pytest.raises(LoadError, match=rf"^{path}: file is empty$"):
+        loader.load(path, strict=strict)
+
+
+def test_file_of_only_bad_lines_lenient(tmp_path):
+    path = write(tmp_path, b"junk\n\n")
+    with pytest.raises(LoadError, match=rf"^{path}: no valid pairs$"):
+        loader.load(path, strict=False)
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nope.data"
+    with pytest.raises(LoadError, match=rf"^{path}: no such file$"):
+        loader.load(path)
+
+
+def test_directory(tmp_path):
+    with pytest.raises(LoadError, match=rf"^{tmp_path}: is a directory, not a data file$"):
+        loader.load(tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_unreadable_file(tmp_path):
+    path = write(tmp_path, f"{K1} v1\n".encode())
+    path.chmod(0)
+    with pytest.raises(LoadError, match="permission denied"):
+        loader.load(path)
+
+
+def test_unreadable_file_as_root(tmp_path, monkeypatch):
+    """Root reads any file, so simulate the EACCES an ordinary user gets."""
+    path = write(tmp_path, f"{K1} v1\n".encode())
+
+    def deny(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("builtins.open", deny)
+    with pytest.raises(LoadError, match=rf"^{path}: permission denied \(cannot read the file\)$"):
+        loader.load(path)
+
+
+def test_file_that_changes_while_loading(tmp_path, monkeypatch, data_file):
+    path = write(tmp_path, data_file.read_bytes())
+    monkeypatch.setattr(loader, "CHUNK_BYTES", 4096)
+
+    def append_once(done, total):
+        if done <= 4096:
+            with open(path, "ab") as f:
+                f.write(f"{K1} appended\n".encode())
+
+    with pytest.raises(LoadError, match="file changed while it was being loaded"):
+        loader.load(path, progress=append_once)
+
+
+def test_file_replaced_by_rename_while_loading_gives_the_old_file(tmp_path, monkeypatch, data_file, data):
+    path = write(tmp_path, data_file.read_bytes())
+    new = write(tmp_path, f"{K1} new\n".encode(), name="new.data")
+    monkeypatch.setattr(loader, "CHUNK_BYTES", 4096)
+
+    def replace(done, total):
+        if new.exists():
+            os.replace(new, path)
+
+    assert loader.load(path, progress=replace)[0] == data
+
+
+def test_progress_reports_bytes(data_file):
+    seen = []
+    loader.load(data_file, progress=lambda done, total: seen.append((done, total)))
+    size = data_file.stat().st_size
+    assert seen[-1] == (size, size)
+
+
+def test_tty_progress_is_off_when_not_a_terminal(capsys):
+    import sys
+
+    assert loader.tty_progress(sys.stderr) is None
+
+
+def test_tty_progress_draws_a_bar():
+    import io
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Tty()
+    show = loader.tty_progress(stream, min_bytes=0)
+    show(50, 100)
+    show(100, 100)
+    assert "[###############...............]  50%" in stream.getvalue()
+    assert stream.getvalue().endswith("100%\n")
+
+
+def test_check_lists_every_problem(tmp_path):
+    path = write(tmp_path, f"{K1} v1\nbad\n\n{K1} again\n{K2} v2".encode())
+    pairs, problems = loader.check(path)
+    assert pairs == 2
+    assert problems == [
+        Problem(2, "no space between key and value"),
+        Problem(3, "blank line"),
+        Problem(4, "duplicate key 8a35eb59-62b3-481c-8875-1f248df4c952 (first on line 1)"),
+    ]
