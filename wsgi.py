@@ -11,7 +11,9 @@ from kv_app.app import create_app
 from kv_app.config import ConfigError
 from kv_app.loader import LoadError
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(process)d] [%(levelname)s] %(message)s")
+logging.basicConfig(
+    level=logging.INFO, format="%(asctime)s [%(process)d] [%(levelname)s] %(message)s"
+)
 
 try:
     app = create_app()

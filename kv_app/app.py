@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.http import HTTP_STATUS_CODES
 
 from kv_app import api, config, docs
-from kv_app.loader import LoadError, tty_progress
+from kv_app.loader import tty_progress
 from kv_app.store import DictStore
 
 log = logging.getLogger("kv_app")

@@ -10,7 +10,8 @@ import click
 
 from kv_app import __version__, config
 from kv_app.client import KVClient, KVError
-from kv_app.loader import LoadError, check as check_file
+from kv_app.loader import LoadError
+from kv_app.loader import check as check_file
 
 CONFIG_FILE = "gunicorn.conf.py"
 
@@ -26,7 +27,11 @@ def _option(name: str, **kwargs):
     elif isinstance(setting.default, int):
         kwargs.setdefault("type", int)
     return click.option(
-        setting.flag, name.lower(), envvar=setting.env, help=f"{setting.help} [env {setting.env}; default {setting.default}]", **kwargs
+        setting.flag,
+        name.lower(),
+        envvar=setting.env,
+        help=f"{setting.help} [env {setting.env}; default {setting.default}]",
+        **kwargs,
     )
 
 
@@ -52,7 +57,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("data_file", envvar="KV_DATA_PATH", type=click.Path(dir_okay=False))
+@click.argument("data_file", envvar="KV_DATA_PATH")
 @_option("HOST")
 @_option("PORT")
 @_option("WORKERS")
@@ -76,7 +81,7 @@ def serve(data_file: str, **settings) -> None:
 
 
 @cli.command()
-@click.argument("data_file", type=click.Path(dir_okay=True))
+@click.argument("data_file")
 def check(data_file: str) -> None:
     """Check DATA_FILE without serving it; print every bad line as path:line: reason."""
     try:
@@ -86,7 +91,9 @@ def check(data_file: str) -> None:
     for problem in problems:
         click.echo(problem.format(data_file))
     if problems:
-        raise click.ClickException(f"{data_file}: {len(problems):,} bad lines, {pairs:,} good pairs")
+        raise click.ClickException(
+            f"{data_file}: {len(problems):,} bad lines, {pairs:,} good pairs"
+        )
     if not pairs:
         raise click.ClickException(f"{data_file}: file is empty")
     click.echo(f"{data_file}: OK, {pairs:,} pairs")
@@ -94,7 +101,13 @@ def check(data_file: str) -> None:
 
 @cli.command()
 @click.argument("keys", nargs=-1, required=True)
-@click.option("--url", envvar="KV_URL", default="http://127.0.0.1:8123", show_default=True, help="Server base URL [env KV_URL].")
+@click.option(
+    "--url",
+    envvar="KV_URL",
+    default="http://127.0.0.1:8123",
+    show_default=True,
+    help="Server base URL [env KV_URL].",
+)
 def get(keys: tuple[str, ...], url: str) -> None:
     """Print the value of each KEY (one key: the bare value; several: `key<TAB>value`)."""
     client = KVClient(url)
@@ -108,7 +121,7 @@ def get(keys: tuple[str, ...], url: str) -> None:
                 click.echo(value)
             else:
                 click.echo(f"{key}\t{value}")
-    except KVError as e:
+    except (KVError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     finally:
         client.close()

@@ -34,7 +34,9 @@ class KVClient:
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         try:
-            return self.session.request(method, self.base_url + path, timeout=self.timeout, **kwargs)
+            return self.session.request(
+                method, self.base_url + path, timeout=self.timeout, **kwargs
+            )
         except requests.RequestException as e:
             raise KVError(f"cannot reach {self.base_url}: {e}") from e
 

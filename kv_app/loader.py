@@ -160,7 +160,11 @@ def _check_unchanged(name: str, f: BinaryIO, before: os.stat_result) -> int:
     """
     read = f.tell()
     after = os.fstat(f.fileno())
-    if (read, after.st_size, after.st_mtime_ns) != (before.st_size, before.st_size, before.st_mtime_ns):
+    if (read, after.st_size, after.st_mtime_ns) != (
+        before.st_size,
+        before.st_size,
+        before.st_mtime_ns,
+    ):
         raise LoadError(f"{name}: file changed while it was being loaded; publish it by rename")
     return read
 
@@ -205,7 +209,7 @@ def _load_fast(f: BinaryIO, size: int, progress: Progress | None) -> dict[str, s
         if upper:
             keys = [key.lower() for key in keys]
         expected = len(data) + len(lines)
-        data.update(zip(keys, [line[KEY_LEN + 1 :] for line in lines]))
+        data.update(zip(keys, [line[KEY_LEN + 1 :] for line in lines], strict=True))
         if len(data) != expected:  # a duplicate key
             return None
         done += len(chunk)

@@ -32,7 +32,11 @@ class DictStore(Mapping[str, str]):
 
     @classmethod
     def from_file(
-        cls, path: str | os.PathLike[str], *, strict: bool = True, progress: loader.Progress | None = None
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        strict: bool = True,
+        progress: loader.Progress | None = None,
     ) -> DictStore:
         """Load a data file; raises loader.LoadError if it cannot be served."""
         data, report = loader.load(path, strict=strict, progress=progress)

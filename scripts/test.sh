@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_venv.sh test
-ruff check kv_app tests scripts wsgi.py gunicorn.conf.py
+ruff check .
+ruff format --check .
 bash scripts/vendor_assets.sh
 exec python -m pytest "$@"

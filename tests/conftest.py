@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -94,18 +95,34 @@ class Server:
     def __init__(self, data_path: Path | str, *args: str, env: dict[str, str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        command = [KV_APP, "serve", str(data_path), "--host", "127.0.0.1", "--port", str(self.port), *args]
+        command = [
+            KV_APP,
+            "serve",
+            str(data_path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *args,
+        ]
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("KV_")}
         full_env.update(env or {})
+        # Output goes to a file, not a pipe: a full pipe would block a chatty server.
+        self.output = tempfile.TemporaryFile("w+", encoding="utf-8")
         self.proc = subprocess.Popen(
-            command, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            command, env=full_env, stdout=self.output, stderr=subprocess.STDOUT
         )
+
+    def log(self) -> str:
+        """Everything the server printed so far (stdout and stderr)."""
+        self.output.seek(0)
+        return self.output.read()
 
     def wait_ready(self, timeout: float = 30.0) -> Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}: {self.proc.stderr.read()}")
+                raise RuntimeError(f"server exited {self.proc.returncode}: {self.log()}")
             try:
                 if requests.get(self.url + "/readyz", timeout=1).status_code == 200:
                     return self
@@ -123,8 +140,6 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.proc.stdout.close()
-        self.proc.stderr.close()
         return self.proc.returncode
 
 
@@ -141,6 +156,7 @@ def start_server():
     yield start
     for server in servers:
         server.stop()
+        server.output.close()
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +165,4 @@ def server(data_file):
     s = Server(data_file).wait_ready()
     yield s
     s.stop()
+    s.output.close()

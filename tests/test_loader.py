@@ -194,7 +194,9 @@ def test_file_that_changes_while_loading(tmp_path, monkeypatch, data_file):
         loader.load(path, progress=append_once)
 
 
-def test_file_replaced_by_rename_while_loading_gives_the_old_file(tmp_path, monkeypatch, data_file, data):
+def test_file_replaced_by_rename_while_loading_gives_the_old_file(
+    tmp_path, monkeypatch, data_file, data
+):
     path = write(tmp_path, data_file.read_bytes())
     new = write(tmp_path, f"{K1} new\n".encode(), name="new.data")
     monkeypatch.setattr(loader, "CHUNK_BYTES", 4096)

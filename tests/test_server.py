@@ -1,0 +1,142 @@
+"""The real server: `kv-app serve` (gunicorn with gunicorn.conf.py) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from conftest import EXAMPLE_DATA, KV_APP, ROOT, make_data
+
+
+def fetch_all(url: str, keys: list[str]) -> dict[str, str]:
+    """GET every key over HTTP (4 threads, one session each); return key -> value."""
+
+    def fetch(part: list[str]) -> dict[str, str]:
+        with requests.Session() as s:
+            found = {}
+            for key in part:
+                r = s.get(f"{url}/items/{key}", timeout=10)
+                assert r.status_code == 200, (key, r.status_code, r.text)
+                assert r.headers["Content-Type"] == "application/json"
+                found[key] = r.json()["value"]
+            return found
+
+    parts = [keys[i::4] for i in range(4)]
+    result: dict[str, str] = {}
+    with ThreadPoolExecutor(4) as pool:
+        for found in pool.map(fetch, parts):
+            result.update(found)
+    return result
+
+
+def test_every_generated_key_over_http(server, data):
+    assert fetch_all(server.url, list(data)) == data
+
+
+@pytest.mark.skipif(
+    not EXAMPLE_DATA.is_file(), reason="../shared/data/example.data is not beside the repo"
+)
+def test_every_key_of_the_public_example_file(start_server):
+    expected = {}
+    with open(EXAMPLE_DATA, encoding="utf-8") as f:
+        for line in f:
+            key, _, value = line.rstrip("\n").partition(" ")
+            expected[key] = value
+    assert len(expected) == 10_000
+    server = start_server(EXAMPLE_DATA)
+    assert fetch_all(server.url, list(expected)) == expected
+
+
+def test_tricky_values_over_http(start_server, tricky_file):
+    path, expected = tricky_file
+    server = start_server(path)
+    assert fetch_all(server.url, list(expected)) == expected
+    with requests.Session() as s:
+        for key, value in expected.items():
+            r = s.get(f"{server.url}/items/{key}", headers={"Accept": "text/plain"})
+            assert r.headers["Content-Type"] == "text/plain; charset=utf-8"
+            assert r.content.decode("utf-8") == value
+
+
+def test_errors_over_http(server):
+    r = requests.get(f"{server.url}/items/nope")
+    assert r.status_code == 400 and r.json()["status"] == 400
+    r = requests.get(f"{server.url}/items/00000000-0000-4000-8000-000000000000")
+    assert r.status_code == 404 and r.json()["error"] == "Not Found"
+    r = requests.get(f"{server.url}/nope")
+    assert r.status_code == 404 and r.json()["message"] == "no route /nope"
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_docs_over_http(server):
+    assert requests.get(f"{server.url}/docs/").status_code == 200
+    assert requests.get(f"{server.url}/redoc").status_code == 200
+    assert requests.get(f"{server.url}/openapi.json").json()["openapi"] == "3.0.3"
+
+
+def test_bad_data_file_stops_start_up_with_path_and_line(start_server, tmp_path):
+    path = tmp_path / "bad.data"
+    path.write_text("8a35eb59-62b3-481c-8875-1f248df4c952 ok\nnot a pair\n")
+    server = start_server(path, wait=False)
+    assert server.proc.wait(timeout=30) == 1
+    err = server.log()
+    assert f"kv-app: {path}:2: key is not a UUID (8-4-4-4-12 hex digits): 'not'" in err
+    assert "Traceback" not in err
+    assert "Booting worker" not in err  # nothing was served
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "empty"])
+def test_unservable_files_stop_start_up(start_server, tmp_path, kind):
+    path = {"missing": tmp_path / "nope.data", "directory": tmp_path, "empty": tmp_path / "e.data"}[
+        kind
+    ]
+    if kind == "empty":
+        path.write_bytes(b"")
+    server = start_server(path, wait=False)
+    assert server.proc.wait(timeout=30) == 1
+    err = server.log()
+    assert f"kv-app: {path}: " in err and "Traceback" not in err
+
+
+def test_lenient_mode_serves_the_good_lines(start_server, tmp_path):
+    path = tmp_path / "mixed.data"
+    path.write_text("8a35eb59-62b3-481c-8875-1f248df4c952 ok\nnot a pair\n")
+    server = start_server(path, "--on-error", "lenient")
+    assert requests.get(f"{server.url}/readyz").json()["pairs"] == 1
+    log = server.log()
+    assert f"skipped {path}:2: key is not a UUID" in log
+    assert "skipped 1 bad lines (lines 2)" in log
+
+
+def test_settings_from_environment(start_server, data_file, data):
+    server = start_server(data_file, env={"KV_WORKERS": "1", "KV_ACCESS_LOG": "1"})
+    key = next(iter(data))
+    assert requests.get(f"{server.url}/items/{key}").json()["value"] == data[key]
+    assert f'"GET /items/{key} HTTP/1.1" 200' in server.log()  # the access log is on
+    assert server.log().count("Booting worker") == 1
+
+
+def test_python_dash_m_runs_the_same_command(data_file):
+    out = subprocess.run(
+        [sys.executable, "-m", "kv_app", "check", str(data_file)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout == f"{data_file}: OK, 2,000 pairs\n"
+
+
+def test_sigterm_exits_cleanly(start_server, data_file):
+    server = start_server(data_file)
+    assert server.stop() == 0
+
+
+def test_sample_data_is_what_make_data_writes(tmp_path):
+    path = tmp_path / "sample.data"
+    make_data.write(1000, str(path), seed=0)
+    assert path.read_bytes() == (ROOT / "data" / "sample.data").read_bytes()
+    assert KV_APP.endswith("kv-app")
