@@ -4,6 +4,8 @@ Every value a user may change comes from a KV_* environment variable; the defaul
 in kv_app/config.py. The rest are fixed here, each with why.
 """
 
+import os
+
 # (Imported under a private name: a module-level `config` would be read as a setting.)
 from kv_app.config import resolve as _resolve
 
@@ -35,6 +37,8 @@ worker_class = "gthread"
 threads = _kv["THREADS"]
 # KV_TIMEOUT, seconds (10-120): a worker silent for longer is killed and replaced.
 timeout = _kv["TIMEOUT"]
+# Worker heartbeat files in memory: on a slow or read-only disk they can stall workers.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # Seconds (5-60) in-flight requests get to finish after SIGTERM before workers are killed.
 graceful_timeout = 20
 # Seconds (1-75) an idle keep-alive connection is kept open; clients reuse connections.
