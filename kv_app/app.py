@@ -13,7 +13,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from kv_app import api, config, docs
 from kv_app.loader import tty_progress
-from kv_app.store import DictStore
+from kv_app.store import STORES, DictStore
 
 log = logging.getLogger("kv_app")
 
@@ -40,9 +40,9 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 
 def load_store(path: str, on_error: str, kind: str) -> DictStore:
     """Load the data file into the chosen store and log one line about it."""
-    if kind != "dict":
-        raise config.ConfigError(f"unknown store {kind!r}")
-    store = DictStore.from_file(path, strict=on_error == "strict", progress=tty_progress())
+    if kind not in STORES:
+        raise config.ConfigError(f"unknown store {kind!r}: expected one of {', '.join(STORES)}")
+    store = STORES[kind].from_file(path, strict=on_error == "strict", progress=tty_progress())
     report = store.report
     if report.bom:
         log.warning("%s: ignored a UTF-8 byte-order mark at the start of the file", path)

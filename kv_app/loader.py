@@ -139,6 +139,59 @@ def check(path: str | os.PathLike[str]) -> tuple[int, list[Problem]]:
     return len(data), problems
 
 
+@dataclass
+class Spans:
+    """A whole file in memory and where its lines are: line i is buf[starts[i]:ends[i]],
+    its key the first 36 bytes, its value what follows the space. All lines are good
+    (duplicate keys not yet checked); upper: some key has upper-case hex digits."""
+
+    buf: bytes
+    starts: np.ndarray
+    ends: np.ndarray
+    upper: bool
+
+
+def load_spans(
+    path: str | os.PathLike[str], *, progress: Progress | None = None
+) -> tuple[Spans | None, LoadReport]:
+    """The fast path without building Python objects: Spans, or None when some line is
+    bad (then use load(), which names it). Raises LoadError for an unusable file."""
+    started = time.perf_counter()
+    name = os.fspath(path)
+    report = LoadReport(path=name)
+    with _open(name) as f:
+        before = os.fstat(f.fileno())
+        buf = f.read()
+        report.bytes = _check_unchanged(name, f, before)
+    if not buf:
+        raise LoadError(f"{name}: file is empty")
+    if not buf.endswith(b"\n"):
+        buf += b"\n"
+    view = memoryview(buf)
+    starts, ends, upper = [], [], False
+    base = 0
+    while base < len(buf):
+        cut = buf.rfind(b"\n", base, base + CHUNK_BYTES) + 1 or buf.index(b"\n", base) + 1
+        chunk = view[base:cut]
+        checked = _check_chunk(chunk)
+        if checked is None:
+            return None, report
+        try:
+            str(chunk, "utf-8")
+        except UnicodeDecodeError:
+            return None, report
+        starts.append(checked[0] + base)
+        ends.append(checked[1] + base)
+        upper = upper or checked[2]
+        base = cut
+        if progress is not None:
+            progress(min(base, report.bytes), report.bytes)
+    spans = Spans(buf, np.concatenate(starts), np.concatenate(ends), upper)
+    report.pairs = len(spans.starts)
+    report.seconds = time.perf_counter() - started
+    return spans, report
+
+
 def _open(name: str) -> BinaryIO:
     if os.path.isdir(name):
         raise LoadError(f"{name}: is a directory, not a data file")
@@ -197,9 +250,10 @@ def _load_fast(f: BinaryIO, size: int, progress: Progress | None) -> dict[str, s
     data: dict[str, str] = {}
     done = 0
     for chunk in _chunks(f):
-        upper = _check_chunk(chunk)
-        if upper is None:
+        checked = _check_chunk(chunk)
+        if checked is None:
             return None
+        upper = checked[2]
         try:
             lines = chunk.decode("utf-8").split("\n")
         except UnicodeDecodeError:
@@ -218,15 +272,16 @@ def _load_fast(f: BinaryIO, size: int, progress: Progress | None) -> dict[str, s
     return data
 
 
-def _check_chunk(chunk: bytes) -> bool | None:
-    """None if some line of the chunk is bad, else whether any key has upper-case digits.
+def _check_chunk(chunk: bytes | memoryview) -> tuple[np.ndarray, np.ndarray, bool] | None:
+    """None if some line of the chunk is bad, else (starts, ends, upper) of its lines:
+    where each line starts, where its "\n" is, and whether any key has upper-case digits.
 
     Vectorised: the same checks as parse_line, but on all lines at once (UTF-8 is
     checked by the caller's decode).
     """
-    if chunk.find(b"\x00") >= 0:
-        return None
     buf = np.frombuffer(chunk, dtype=np.uint8)
+    if not buf.all():  # a NUL byte
+        return None
     ends = np.flatnonzero(buf == ord("\n"))  # a chunk always ends with "\n"
     starts = np.empty_like(ends)
     starts[0] = 0
@@ -234,11 +289,11 @@ def _check_chunk(chunk: bytes) -> bool | None:
     if (ends - starts <= KEY_LEN).any() or (buf[ends - 1] == ord("\r")).any():
         return None
     # Unaligned 8-byte view of the chunk: one gather fetches 8 columns of every line.
-    words = np.ndarray((len(chunk) - 7,), dtype="<u8", buffer=chunk, strides=(1,))
+    words = np.ndarray((len(buf) - 7,), dtype="<u8", buffer=chunk, strides=(1,))
     head = np.stack([words[starts + start] for start in _WORDS], axis=1).view(np.uint8)
     if not _ALLOWED[np.arange(len(_COLUMNS)), head].all():
         return None
-    return bool(_UPPER[head].any())
+    return starts, ends, bool(_UPPER[head].any())
 
 
 def _load_lines(f: BinaryIO) -> tuple[dict[str, str], list[Problem], bool]:

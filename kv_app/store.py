@@ -6,6 +6,8 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 
+import numpy as np
+
 from kv_app import loader
 
 _KEY = re.compile(loader.KEY_PATTERN)
@@ -68,3 +70,126 @@ class DictStore(Mapping[str, str]):
 
     def __repr__(self) -> str:
         return f"<DictStore {len(self):,} pairs>"
+
+
+_HEX_VALUE = np.full(256, 255, dtype=np.uint8)
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _HEX_VALUE[_c] = _HEX_VALUE[ord(chr(_c).upper())] = _i
+# Columns of the 32 hex digits in a 36-character key (the dashes left out).
+_DIGITS = np.array([i for i in range(loader.KEY_LEN) if i not in (8, 13, 18, 23)])
+_LOW64 = (1 << 64) - 1
+
+
+def _key_halves(buf: bytes, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 128-bit keys of the lines at starts, as high and low 64-bit halves."""
+    hi = np.zeros(len(starts), dtype=np.uint64)
+    lo = np.zeros(len(starts), dtype=np.uint64)
+    raw = np.frombuffer(buf, dtype=np.uint8)
+    for n, column in enumerate(_DIGITS):
+        half = hi if n < 16 else lo
+        half <<= np.uint64(4)
+        half |= _HEX_VALUE[raw[starts + column]]
+    return hi, lo
+
+
+class CompactStore(Mapping[str, str]):
+    """Pairs held in a few numpy arrays and one bytes buffer: no Python object per pair.
+
+    Keys are 128-bit numbers, sorted (high half, then low half) and found by binary
+    search; values are slices of the file's bytes. A lookup only reads these pages, so
+    forked workers keep sharing them (a dict lookup writes the reference count of the
+    value it returns, which copies that page into the worker).
+    """
+
+    __slots__ = ("_hi", "_lo", "_start", "_end", "_buf", "report")
+
+    def __init__(self, hi, lo, start, end, buf: bytes, report: loader.LoadReport | None = None):
+        self._hi, self._lo, self._start, self._end, self._buf = hi, lo, start, end, buf
+        self.report = report
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        strict: bool = True,
+        progress: loader.Progress | None = None,
+    ) -> CompactStore:
+        """Load a data file; raises loader.LoadError if it cannot be served."""
+        spans, report = loader.load_spans(path, progress=progress)
+        store = cls.from_spans(spans, report) if spans is not None else None
+        if store is None:  # a bad line or a duplicate key: the reference path names it
+            data, report = loader.load(path, strict=strict, progress=progress)
+            store = cls.from_dict(data, report)
+        return store
+
+    @classmethod
+    def from_spans(cls, spans: loader.Spans, report: loader.LoadReport) -> CompactStore | None:
+        """The store over checked lines, or None if two lines have the same key."""
+        hi, lo = _key_halves(spans.buf, spans.starts)
+        order = np.lexsort((lo, hi))
+        hi, lo = hi[order], lo[order]
+        if ((hi[1:] == hi[:-1]) & (lo[1:] == lo[:-1])).any():
+            return None
+        start = spans.starts[order] + (loader.KEY_LEN + 1)
+        return cls(hi, lo, start, spans.ends[order], spans.buf, report)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, str], report: loader.LoadReport | None = None):
+        """The store over canonical key -> value pairs."""
+        lines = "".join(f"{key} {value}\n" for key, value in data.items()).encode("utf-8")
+        spans = loader.Spans(lines, *_line_spans(lines), upper=False)
+        return cls.from_spans(spans, report)
+
+    def _index(self, key: str) -> int:
+        """Position of a key, or -1."""
+        # Checked first: int() would also take spaces, underscores and "0x" prefixes.
+        if canonical_key(key) is None:
+            return -1
+        number = int(key.replace("-", ""), 16)
+        high, low = np.uint64(number >> 64), np.uint64(number & _LOW64)
+        hi = self._hi
+        i = int(hi.searchsorted(high))
+        if i == len(hi) or hi[i] != high:
+            return -1
+        if self._lo[i] != low:  # keys sharing their high half: search the low halves
+            j = int(hi.searchsorted(high, "right"))
+            i += int(self._lo[i:j].searchsorted(low))
+            if i == j or self._lo[i] != low:
+                return -1
+        return i
+
+    def __getitem__(self, key: str) -> str:
+        i = self._index(key)
+        if i < 0:
+            raise KeyError(key)
+        return self._buf[self._start[i] : self._end[i]].decode("utf-8")
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        i = self._index(key)
+        if i < 0:
+            return default
+        return self._buf[self._start[i] : self._end[i]].decode("utf-8")
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._index(key) >= 0
+
+    def __iter__(self) -> Iterator[str]:
+        for high, low in zip(self._hi.tolist(), self._lo.tolist(), strict=True):
+            h = f"{(high << 64) | low:032x}"
+            yield f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+    def __len__(self) -> int:
+        return len(self._hi)
+
+    def __repr__(self) -> str:
+        return f"<CompactStore {len(self):,} pairs>"
+
+
+def _line_spans(buf: bytes) -> tuple[np.ndarray, np.ndarray]:
+    ends = np.flatnonzero(np.frombuffer(buf, dtype=np.uint8) == ord("\n"))
+    starts = np.concatenate(([0], ends[:-1] + 1)).astype(ends.dtype)
+    return starts, ends
+
+
+STORES = {"dict": DictStore, "compact": CompactStore}

@@ -73,9 +73,15 @@ def data(data_file) -> dict[str, str]:
     return dict(make_data.pairs(2000, seed=7))
 
 
+@pytest.fixture(scope="session", params=["dict", "compact"])
+def store_kind(request) -> str:
+    """Every test that uses it runs against both stores."""
+    return request.param
+
+
 @pytest.fixture(scope="session")
-def app(data_file):
-    return create_app({"DATA_PATH": str(data_file)})
+def app(data_file, store_kind):
+    return create_app({"DATA_PATH": str(data_file), "STORE": store_kind})
 
 
 @pytest.fixture
@@ -160,9 +166,9 @@ def start_server():
 
 
 @pytest.fixture(scope="module")
-def server(data_file):
+def server(data_file, store_kind):
     """One real server over data_file for a whole test module."""
-    s = Server(data_file).wait_ready()
+    s = Server(data_file, "--store", store_kind).wait_ready()
     yield s
     s.stop()
     s.output.close()

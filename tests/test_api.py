@@ -13,9 +13,9 @@ MISSING = "00000000-0000-4000-8000-000000000000"
 
 
 @pytest.fixture
-def tricky_client(tricky_file):
+def tricky_client(tricky_file, store_kind):
     path, expected = tricky_file
-    return create_app({"DATA_PATH": str(path)}).test_client(), expected
+    return create_app({"DATA_PATH": str(path), "STORE": store_kind}).test_client(), expected
 
 
 def test_every_tricky_value_as_json_and_text(tricky_client):
@@ -79,12 +79,12 @@ def test_content_negotiation(tricky_client, accept, content_type):
     assert r.status_code == 200 and r.content_type == content_type
 
 
-def test_health_and_readiness(client, data):
+def test_health_and_readiness(client, data, store_kind):
     assert client.get("/healthz").get_json() == {"status": "ok"}
     assert client.get("/readyz").get_json() == {
         "status": "ready",
         "pairs": len(data),
-        "store": "dict",
+        "store": store_kind,
     }
 
 

@@ -35,8 +35,8 @@ def test_malformed_key_is_a_value_error(kv):
         "nope" in kv  # noqa: B015
 
 
-def test_ready(kv):
-    assert kv.ready() == {"status": "ready", "pairs": 2000, "store": "dict"}
+def test_ready(kv, store_kind):
+    assert kv.ready() == {"status": "ready", "pairs": 2000, "store": store_kind}
 
 
 def test_unreachable():

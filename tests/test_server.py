@@ -40,20 +40,20 @@ def test_every_generated_key_over_http(server, data):
 @pytest.mark.skipif(
     not EXAMPLE_DATA.is_file(), reason="../shared/data/example.data is not beside the repo"
 )
-def test_every_key_of_the_public_example_file(start_server):
+def test_every_key_of_the_public_example_file(start_server, store_kind):
     expected = {}
     with open(EXAMPLE_DATA, encoding="utf-8") as f:
         for line in f:
             key, _, value = line.rstrip("\n").partition(" ")
             expected[key] = value
     assert len(expected) == 10_000
-    server = start_server(EXAMPLE_DATA)
+    server = start_server(EXAMPLE_DATA, "--store", store_kind)
     assert fetch_all(server.url, list(expected)) == expected
 
 
-def test_tricky_values_over_http(start_server, tricky_file):
+def test_tricky_values_over_http(start_server, tricky_file, store_kind):
     path, expected = tricky_file
-    server = start_server(path)
+    server = start_server(path, "--store", store_kind)
     assert fetch_all(server.url, list(expected)) == expected
     with requests.Session() as s:
         for key, value in expected.items():

@@ -4,13 +4,14 @@ from collections.abc import Mapping
 
 import pytest
 
-from kv_app.store import DictStore, canonical_key
+from kv_app import loader
+from kv_app.store import STORES, CompactStore, DictStore, canonical_key
 
 
 @pytest.fixture
-def store(tricky_file):
+def store(tricky_file, store_kind):
     path, expected = tricky_file
-    return DictStore.from_file(path), expected
+    return STORES[store_kind].from_file(path), expected
 
 
 def test_is_a_mapping_with_every_value(store):
@@ -64,3 +65,55 @@ def test_empty_value_is_a_value_not_a_miss(store):
 )
 def test_canonical_key(text, expected):
     assert canonical_key(text) == expected
+
+
+def test_both_stores_agree_on_a_generated_file(data_file, data):
+    compact = CompactStore.from_file(data_file)
+    assert dict(DictStore.from_file(data_file)) == dict(compact) == data
+    assert list(compact) == sorted(data)  # iteration in key order
+
+
+def test_compact_keys_sharing_their_high_half(tmp_path):
+    """Keys alike in their first 64 bits (time-based UUIDs often are) are still told apart."""
+    keys = [f"11111111-2222-4333-8444-{n:012x}" for n in (5, 1, 3, 0xFFFFFFFFFFFF)]
+    path = tmp_path / "alike.data"
+    path.write_text("".join(f"{k} value {k[-3:]}\n" for k in keys))
+    s = CompactStore.from_file(path)
+    for k in keys:
+        assert s[k] == f"value {k[-3:]}"
+    for missing in (
+        "11111111-2222-4333-8444-000000000002",
+        "11111111-2222-4333-8444-ffffffffffff"[:-1] + "e",
+        "00000000-2222-4333-8444-000000000005",
+        "ffffffff-2222-4333-8444-000000000005",
+    ):
+        assert missing not in s
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_compact_falls_back_to_the_reference_path(tmp_path, strict):
+    k1, k2 = "8a35eb59-62b3-481c-8875-1f248df4c952", "06bf4950-90ea-44d4-9df9-7fa724212196"
+    path = tmp_path / "dup.data"
+    path.write_text(f"{k1} first\n{k2} two\n{k1.upper()} second\n")
+    if strict:
+        with pytest.raises(
+            loader.LoadError, match=rf"^{path}:3: duplicate key {k1} \(first on line 1\)$"
+        ):
+            CompactStore.from_file(path)
+    else:
+        s = CompactStore.from_file(path, strict=False)
+        assert dict(s) == {k1: "first", k2: "two"}
+        assert [p.line for p in s.report.skipped] == [3]
+
+
+def test_compact_rejects_keys_the_dict_would_not_find(tricky_file):
+    s = CompactStore.from_file(tricky_file[0])
+    for bad in (
+        " b7e6bd2-8d4c-4b6a-9c43-2f1a1e6c0a01",
+        "0b7e_bd2-8d4c-4b6a-9c43-2f1a1e6c0a01",
+        "",
+        "x" * 36,
+        "0b7e6bd2-8d4c-4b6a-9c43-2f1a1e6c0a0",
+        "0b7e6bd2+8d4c+4b6a+9c43+2f1a1e6c0a01",
+    ):
+        assert s.get(bad) is None and bad not in s
