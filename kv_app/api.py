@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 from flask import Blueprint, Response, current_app, request
-from werkzeug.exceptions import BadRequest, NotAcceptable, NotFound
+from werkzeug.exceptions import BadRequest, NotAcceptable, NotFound, RequestEntityTooLarge
 
 from kv_app.store import canonical_key
 
@@ -63,6 +63,73 @@ def get_item(item_id: str) -> Response:
     if wants_text():
         return Response(value, content_type=TEXT, headers=_VARY)
     return Response(orjson.dumps({"id": key, "value": value}), content_type=JSON, headers=_VARY)
+
+
+class InvalidIds(BadRequest):
+    """400 that names the malformed ids (an `ids` field in the error body)."""
+
+    def __init__(self, ids: list):
+        super().__init__(f"{len(ids)} malformed ids: each must be a UUID string")
+        self.extra = {"ids": ids}
+
+
+def batch_ids(body: bytes, limit: int) -> list[str]:
+    """The canonical ids of a batch request body, in order, without repeats."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise BadRequest(f"body is not JSON: {e}") from None
+    if not isinstance(payload, dict) or set(payload) != {"ids"}:
+        raise BadRequest('body must be a JSON object with one field, "ids"')
+    ids = payload["ids"]
+    if not isinstance(ids, list):
+        raise BadRequest('"ids" must be a list of UUID strings')
+    if len(ids) > limit:
+        raise RequestEntityTooLarge(f"too many ids: {len(ids)}, at most {limit} per request")
+    keys = [canonical_key(i) if isinstance(i, str) else None for i in ids]
+    bad = [i for i, key in zip(ids, keys, strict=True) if key is None]
+    if bad:
+        raise InvalidIds(bad)
+    return list(dict.fromkeys(keys))
+
+
+@bp.post("/items/batch")
+def get_items() -> Response:
+    """Look up many ids in one request.
+    ---
+    tags: [items]
+    description: >
+      At most KV_MAX_BATCH ids (1000 by default) and a body of at most 64 bytes per
+      allowed id plus 1 KiB. Repeated ids are answered once; ids come back lower-case.
+    requestBody:
+      required: true
+      content:
+        application/json:
+          schema: {$ref: '#/components/schemas/BatchRequest'}
+    responses:
+      200:
+        description: The values found, and the ids that are not in the data.
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/BatchResponse'}
+      400: {$ref: '#/components/responses/BadRequest'}
+      413: {$ref: '#/components/responses/TooLarge'}
+    """
+    try:
+        body = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        raise RequestEntityTooLarge(f"body over {limit:,} bytes") from None
+    keys = batch_ids(body, current_app.config["MAX_BATCH"])
+    store = current_app.extensions[STORE]
+    items, missing = {}, []
+    for key in keys:
+        value = store.get(key)
+        if value is None:
+            missing.append(key)
+        else:
+            items[key] = value
+    return Response(orjson.dumps({"items": items, "missing": missing}), content_type=JSON)
 
 
 @bp.get("/healthz")

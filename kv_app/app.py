@@ -25,6 +25,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     """
     app = Flask(__name__)
     app.config.update(config.resolve(**dict(overrides or {})))
+    # Room for MAX_BATCH ids even pretty-printed; anything larger is refused (413) unread.
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BATCH"] * 64 + 1024
     path = app.config["DATA_PATH"]
     if not path:
         raise config.ConfigError("no data file: pass DATA_FILE or set KV_DATA_PATH")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import requests
@@ -16,7 +17,7 @@ class KVError(Exception):
 
 
 class KVClient:
-    """Same verbs as the store: get, [], in. Keys may be given in either case.
+    """Same verbs as the store: get, [], in, plus get_many. Keys may be in either case.
 
     >>> with KVClient("http://127.0.0.1:8123") as kv:
     ...     kv.get("3fa85f64-5717-4562-b3fc-2c963f66afa6")
@@ -27,8 +28,10 @@ class KVClient:
         base_url: str = "http://127.0.0.1:8123",
         timeout: float | tuple[float, float] = (3.05, 10.0),
         session: requests.Session | None = None,
+        batch_size: int = 1000,
     ):
         self.base_url = base_url.rstrip("/")
+        self.batch_size = batch_size
         self.timeout = timeout
         self.session = session or requests.Session()
 
@@ -43,7 +46,10 @@ class KVClient:
     @staticmethod
     def _raise(response: requests.Response) -> None:
         try:
-            message = response.json()["message"]
+            body = response.json()
+            message = body["message"]
+            if "ids" in body:
+                message += ": " + ", ".join(map(repr, body["ids"][:10]))
         except (ValueError, KeyError, TypeError):
             message = response.text[:200] or response.reason
         if response.status_code == 400:
@@ -61,6 +67,22 @@ class KVClient:
         if response.status_code != 200:
             self._raise(response)
         return response.json()["value"]
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, str]:
+        """Lower-case id -> value for each of keys the server has (POST /items/batch).
+
+        Sends batch_size ids a request. Raises ValueError naming malformed keys.
+        """
+        keys = list(keys)
+        found: dict[str, str] = {}
+        for i in range(0, len(keys), self.batch_size):
+            response = self._request(
+                "POST", "/items/batch", json={"ids": keys[i : i + self.batch_size]}
+            )
+            if response.status_code != 200:
+                self._raise(response)
+            found.update(response.json()["items"])
+        return found
 
     def __getitem__(self, key: str) -> str:
         value = self.get(key)

@@ -45,6 +45,40 @@ TEMPLATE = {
                     "status": {"type": "integer", "example": 404},
                     "error": {"type": "string", "example": "Not Found"},
                     "message": {"type": "string", "example": "no item with id 3fa85f64-..."},
+                    "ids": {
+                        "type": "array",
+                        "items": {},
+                        "description": "On a 400 from /items/batch: the malformed ids.",
+                    },
+                },
+            },
+            "BatchRequest": {
+                "type": "object",
+                "required": ["ids"],
+                "additionalProperties": False,
+                "properties": {
+                    "ids": {
+                        "type": "array",
+                        "maxItems": 1000,
+                        "items": {"type": "string"},
+                        "example": ["3fa85f64-5717-4562-b3fc-2c963f66afa6"],
+                    }
+                },
+            },
+            "BatchResponse": {
+                "type": "object",
+                "required": ["items", "missing"],
+                "properties": {
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": {"type": "string"},
+                        "description": "id -> value for every id found.",
+                    },
+                    "missing": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "The well-formed ids that are not in the data.",
+                    },
                 },
             },
             "Health": {
@@ -64,6 +98,7 @@ TEMPLATE = {
             "BadRequest": _error("Malformed input."),
             "NotFound": _error("No item with that id."),
             "NotAcceptable": _error("The Accept header allows neither JSON nor text."),
+            "TooLarge": _error("Too many ids, or a body too large."),
         },
     },
 }

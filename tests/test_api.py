@@ -142,3 +142,75 @@ def test_unexpected_error_is_a_json_500_without_traceback(data_file, caplog):
     body = assert_error(r, 500)
     assert "secret detail" not in body["message"]
     assert "secret detail" in caplog.text  # logged for the operator
+
+
+def post_batch(client, body, **kwargs):
+    if not isinstance(body, bytes):
+        body = json.dumps(body).encode()
+    return client.post("/items/batch", data=body, content_type="application/json", **kwargs)
+
+
+def test_batch_returns_found_and_missing(client, data):
+    keys = list(data)[:3]
+    body = {"ids": [keys[0], keys[1].upper(), MISSING, keys[0], keys[2], MISSING.upper()]}
+    r = post_batch(client, body)
+    assert r.status_code == 200 and r.content_type == "application/json"
+    assert r.get_json() == {"items": {k: data[k] for k in keys}, "missing": [MISSING]}
+
+
+def test_batch_of_every_key(client, data):
+    keys = list(data)
+    for i in range(0, len(keys), 1000):
+        part = keys[i : i + 1000]
+        assert post_batch(client, {"ids": part}).get_json()["items"] == {k: data[k] for k in part}
+
+
+def test_batch_tricky_values(tricky_client):
+    client, expected = tricky_client
+    assert post_batch(client, {"ids": list(expected)}).get_json()["items"] == expected
+
+
+def test_empty_batch(client):
+    assert post_batch(client, {"ids": []}).get_json() == {"items": {}, "missing": []}
+
+
+def test_batch_any_content_type(client, data):
+    key = next(iter(data))
+    r = client.post("/items/batch", data=json.dumps({"ids": [key]}))  # curl -d's form type
+    assert r.get_json()["items"] == {key: data[key]}
+
+
+@pytest.mark.parametrize(
+    "body, status, fragment",
+    [
+        (b"", 400, "body is not JSON"),
+        (b"not json", 400, "body is not JSON"),
+        (b'{"ids": [', 400, "body is not JSON"),
+        (b"\xff\xfe", 400, "body is not JSON"),
+        ([MISSING], 400, 'one field, "ids"'),
+        ({"keys": [MISSING]}, 400, 'one field, "ids"'),
+        ({"ids": [MISSING], "extra": 1}, 400, 'one field, "ids"'),
+        ({"ids": MISSING}, 400, '"ids" must be a list'),
+        ({"ids": None}, 400, '"ids" must be a list'),
+        ({"ids": [MISSING, "nope", 7, None, ["x"]]}, 400, "4 malformed ids"),
+        ({"ids": [MISSING] * 1001}, 413, "too many ids: 1001, at most 1000"),
+        (b'{"ids": "' + b"a" * 70_000 + b'"}', 413, "body over 65,024 bytes"),
+    ],
+)
+def test_batch_errors(client, body, status, fragment):
+    assert_error(post_batch(client, body), status, fragment)
+
+
+def test_batch_error_names_the_malformed_ids(client):
+    r = post_batch(client, {"ids": [MISSING, "nope", 7, None]})
+    assert r.get_json()["ids"] == ["nope", 7, None]
+
+
+def test_batch_limit_is_a_setting(data_file):
+    client = create_app({"DATA_PATH": str(data_file), "MAX_BATCH": 2}).test_client()
+    assert post_batch(client, {"ids": [MISSING] * 2}).status_code == 200
+    assert_error(post_batch(client, {"ids": [MISSING] * 3}), 413, "at most 2")
+
+
+def test_get_on_the_batch_route_is_a_malformed_id(client):
+    assert_error(client.get("/items/batch"), 400, "malformed id 'batch'")

@@ -129,3 +129,14 @@ def test_get_missing_and_malformed(run, server):
 def test_get_unreachable_server(run):
     r = run("get", "00000000-0000-4000-8000-000000000000", "--url", "http://127.0.0.1:9")
     assert r.exit_code == 1 and "cannot reach http://127.0.0.1:9" in r.stderr
+
+
+def test_get_several_keys_uses_batches(run, server, data):
+    keys = list(data)[:5]
+    missing = "00000000-0000-4000-8000-000000000000"
+    r = run("get", *keys, missing, "--url", server.url)
+    assert r.exit_code == 1
+    assert r.stdout == "".join(f"{k}\t{data[k]}\n" for k in keys)
+    assert r.stderr == f"not found: {missing}\n"
+    r = run("get", keys[0], "bad-key", "--url", server.url)
+    assert r.exit_code == 1 and "1 malformed ids: each must be a UUID string: 'bad-key'" in r.stderr

@@ -45,3 +45,14 @@ def test_unreachable():
         pytest.raises(KVError, match="cannot reach"),
     ):
         kv.get(MISSING)
+
+
+def test_get_many_splits_into_batches(server, data):
+    keys = list(data)
+    with KVClient(server.url, batch_size=300) as kv:
+        assert kv.get_many([k.upper() for k in keys] + [MISSING]) == data
+
+
+def test_get_many_names_malformed_keys(kv):
+    with pytest.raises(ValueError, match="2 malformed ids: each must be a UUID string: 'a', 'b'"):
+        kv.get_many(["a", MISSING, "b"])
