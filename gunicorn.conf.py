@@ -30,11 +30,16 @@ backlog = 2048
 # KV_WORKERS: processes; one per core (2-4 here). Each holds its own copies of the pages
 # of the store that lookups touch: see README "How much data can it handle".
 workers = _kv["WORKERS"]
-# gthread: a worker serves KV_THREADS connections at once and keeps idle keep-alive
-# connections parked in a selector, so a slow or idle client holds one thread, not the
-# whole process (a sync worker would be blocked by it).
-worker_class = "gthread"
-threads = _kv["THREADS"]
+# gevent: each connection is a greenlet, so a worker serves many connections at once and a
+# slow, idle or keep-alive client costs a few KB, not a process or a thread. Chosen by
+# measurement (scripts/bench.py, README "Performance"): at 1 connection its p50 is the
+# lowest (sync pays a new TCP connection per request: no keep-alive; gthread a thread
+# hand-off), at 32 connections its throughput matches the constant-returning Flask app,
+# and slow clients cannot starve it as they do sync workers. Requests here never block
+# on I/O inside the app, so no monkey-patching subtleties apply.
+worker_class = "gevent"
+# KV_CONNECTIONS: simultaneous connections per worker (100-10000); more wait in the backlog.
+worker_connections = _kv["CONNECTIONS"]
 # KV_TIMEOUT, seconds (10-120): a worker silent for longer is killed and replaced.
 timeout = _kv["TIMEOUT"]
 # Worker heartbeat files in memory: on a slow or read-only disk they can stall workers.

@@ -61,7 +61,7 @@ def cli() -> None:
 @_option("HOST")
 @_option("PORT")
 @_option("WORKERS")
-@_option("THREADS")
+@_option("CONNECTIONS")
 @_option("TIMEOUT")
 @_option("ON_ERROR")
 @_option("STORE")

@@ -57,7 +57,7 @@ def test_check_unusable_files(run, tmp_path, kind):
 def test_serve_execs_gunicorn_with_the_config_and_settings(run, data_file, monkeypatch):
     calls = []
     monkeypatch.setattr(cli.os, "execve", lambda path, argv, env: calls.append((path, argv, env)))
-    monkeypatch.setenv("KV_THREADS", "3")
+    monkeypatch.setenv("KV_CONNECTIONS", "300")
     r = run(
         "serve",
         data_file,
@@ -88,7 +88,7 @@ def test_serve_execs_gunicorn_with_the_config_and_settings(run, data_file, monke
         "lenient",
         "1",
     )
-    assert env["KV_THREADS"] == "3"  # from the environment
+    assert env["KV_CONNECTIONS"] == "300"  # from the environment
 
 
 def test_serve_needs_a_data_file(run, monkeypatch):

@@ -1,0 +1,308 @@
+#!/usr/bin/env python3
+"""Benchmark the real server (gunicorn + gunicorn.conf.py on 127.0.0.1) with wrk.
+
+    python scripts/bench.py                        # 10k, 1M and 10M pairs, dict store
+    python scripts/bench.py --store compact --sizes 10000,1000000 --duration 5
+
+For each data size it reports load time and peak memory; single-key GET requests/s and
+p50/p99 latency at 1 and 32 connections; batch lookups (keys/s for batches of 10, 100,
+1000); and total PSS of master + workers right after start and after a sustained random
+load, for 1, 2 and 4 workers. In the same run it measures a constant-returning Flask app
+under the same gunicorn settings (scripts/bench_baseline.py), so every figure has a ratio
+to the framework's own ceiling. Prints a table and writes JSON (--out).
+
+Needs wrk (Debian package `wrk`: apt-get install wrk). Data files are generated once with
+scripts/make_data.py into --data-dir and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WRK_DIR = ROOT / "scripts" / "wrk"
+sys.path.insert(0, str(ROOT / "scripts"))
+import make_data  # noqa: E402
+
+KEYS_IN_SAMPLE = 100_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """gunicorn -c gunicorn.conf.py for kv_app (wsgi:app) or the baseline app."""
+
+    def __init__(self, data: Path | None, workers: int, store: str, baseline: bool = False):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KV_")}
+        env.update(
+            KV_HOST="127.0.0.1", KV_PORT=str(self.port), KV_WORKERS=str(workers), KV_STORE=store
+        )
+        cmd = [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "gunicorn.conf.py")]
+        if baseline:
+            cmd += ["--chdir", str(ROOT / "scripts"), "bench_baseline:app"]
+        else:
+            env["KV_DATA_PATH"] = str(data)
+            cmd += ["--chdir", str(ROOT)]
+        self.log = tempfile.TemporaryFile("w+")
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.ready_seconds = self._wait(workers)
+
+    def _wait(self, workers: int) -> float:
+        deadline = time.monotonic() + 900
+        path = "/items/x"  # any answer (400 or 200) means a worker is serving
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("server exited:\n" + self.output())
+            try:
+                urllib.request.urlopen(self.url + path, timeout=1)
+            except urllib.error.HTTPError:
+                break
+            except OSError:
+                time.sleep(0.05)
+                continue
+            break
+        seconds = time.perf_counter() - self.started
+        while len(self.children()) < workers and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # let the other workers finish booting
+        return seconds
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def load_seconds(self) -> float | None:
+        found = re.search(r"loaded [\d,]+ pairs .* in ([\d.]+) s", self.output())
+        return float(found.group(1)) if found else None
+
+    def children(self) -> list[int]:
+        kids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == self.proc.pid:
+                    kids.append(int(entry))
+        return kids
+
+    def pss_mb(self) -> float:
+        """Total proportional set size of master and workers, MB."""
+        total = 0
+        for pid in [self.proc.pid, *self.children()]:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            total += int(re.search(r"^Pss:\s+(\d+) kB", text, re.M).group(1))
+        return total / 1024
+
+    def master_peak_mb(self) -> float:
+        text = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(re.search(r"^VmHWM:\s+(\d+) kB", text, re.M).group(1)) / 1024
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def wrk(url: str, script: str, connections: int, duration: float, env: dict) -> dict:
+    """Run wrk once; requests/s, p50/p99 latency (ms), errors."""
+    cmd = [
+        "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "5s",
+        "-s", str(WRK_DIR / script), url,
+    ]  # fmt: skip
+    out = subprocess.run(
+        cmd, env={**os.environ, **env}, capture_output=True, text=True, check=True
+    ).stdout
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
+    result["requests"] = int(re.search(r"(\d+) requests in", out).group(1))
+    for pct in ("50", "99"):
+        value, unit = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)$", out, re.M).groups()
+        result[f"p{pct}_ms"] = round(float(value) * _UNIT[unit], 3)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    result["errors"] = int(non2xx.group(1)) if non2xx else 0
+    if socket_errors:
+        result["socket_errors"] = socket_errors.group(1)
+    return result
+
+
+def data_files(n: int, data_dir: Path) -> tuple[Path, Path]:
+    """The data file of n pairs and a file of up to 100k of its keys (made once)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data, keys = data_dir / f"kv-{n}.data", data_dir / f"kv-{n}.keys"
+    if not data.exists():
+        print(f"# writing {data} ...", flush=True)
+        make_data.write(n, str(data) + ".tmp")
+        os.replace(str(data) + ".tmp", data)
+    if not keys.exists():
+        step = max(1, n // KEYS_IN_SAMPLE)
+        with open(data, encoding="utf-8") as f, open(keys, "w") as out:
+            for i, line in enumerate(f):
+                if i % step == 0:
+                    out.write(line[:36] + "\n")
+    return data, keys
+
+
+def single(url: str, keys: Path, duration: float) -> dict:
+    env = {"KEYS_FILE": str(keys)}
+    return {f"c{c}": wrk(url, "get.lua", c, duration, env) for c in (1, 32)}
+
+
+def bench_size(n: int, args) -> dict:
+    data, keys = data_files(n, args.data_dir)
+    result: dict = {"pairs": n, "file_mb": round(data.stat().st_size / 1e6, 1)}
+
+    server = Server(data, args.workers, args.store)
+    try:
+        result["load_s"] = server.load_seconds()
+        result["ready_s"] = round(server.ready_seconds, 2)
+        result["master_peak_mb"] = round(server.master_peak_mb(), 1)
+        result["single"] = single(server.url, keys, args.duration)
+        result["batch"] = {}
+        for size in (10, 100, 1000):
+            r = wrk(
+                server.url,
+                "batch.lua",
+                4,
+                args.duration,
+                {"KEYS_FILE": str(keys), "BATCH": str(size)},
+            )
+            r["keys_per_s"] = round(r["rps"] * size)
+            result["batch"][str(size)] = r
+    finally:
+        server.stop()
+    # The framework's ceiling, measured right after, under the same settings.
+    baseline = Server(None, args.workers, args.store, baseline=True)
+    try:
+        result["baseline"] = single(baseline.url, keys, args.duration)
+    finally:
+        baseline.stop()
+
+    if not args.skip_memory:
+        result["memory"] = {}
+        for workers in (1, 2, 4):
+            server = Server(data, workers, args.store)
+            try:
+                before = server.pss_mb()
+                r = wrk(
+                    server.url, "batch.lua", 8, args.memory_duration,
+                    {"KEYS_FILE": str(keys), "BATCH": "1000"},
+                )  # fmt: skip
+                after = server.pss_mb()
+            finally:
+                server.stop()
+            result["memory"][str(workers)] = {
+                "pss_start_mb": round(before, 1),
+                "pss_after_mb": round(after, 1),
+                "lookups_per_worker": r["requests"] * 1000 // workers,
+            }
+    return result
+
+
+def print_table(report: dict) -> None:
+    print(f"\n# {report['machine']}; store={report['store']}; workers={report['workers']};"
+          f" {report['duration_s']} s per wrk run, 1 wrk thread")  # fmt: skip
+    print("(base = the constant-returning Flask app, measured right after each size)")
+    header = (
+        "pairs", "load s", "peak MB", "c1 req/s", "c1 p50 ms", "c1 p99 ms", "base c1 p50",
+        "c32 req/s", "base c32 req/s", "ratio", "c32 p50 ms", "c32 p99 ms", "base c32 p99",
+        "b10 keys/s", "b100 keys/s", "b1000 keys/s",
+    )  # fmt: skip
+    print(" | ".join(header))
+    for r in report["sizes"]:
+        s, b, base = r["single"], r["batch"], r["baseline"]
+        print(" | ".join(str(x) for x in (
+            f"{r['pairs']:,}", r["load_s"], r["master_peak_mb"],
+            f"{s['c1']['rps']:,.0f}", s["c1"]["p50_ms"], s["c1"]["p99_ms"], base["c1"]["p50_ms"],
+            f"{s['c32']['rps']:,.0f}", f"{base['c32']['rps']:,.0f}",
+            f"{s['c32']['rps'] / base['c32']['rps']:.2f}",
+            s["c32"]["p50_ms"], s["c32"]["p99_ms"], base["c32"]["p99_ms"],
+            f"{b['10']['keys_per_s']:,}", f"{b['100']['keys_per_s']:,}", f"{b['1000']['keys_per_s']:,}",
+        )))  # fmt: skip
+    if any("memory" in r for r in report["sizes"]):
+        print("\npairs | workers | PSS after start MB | PSS after load MB | ratio | lookups/worker")
+        for r in report["sizes"]:
+            for w, m in r.get("memory", {}).items():
+                ratio = m["pss_after_mb"] / m["pss_start_mb"]
+                print(f"{r['pairs']:,} | {w} | {m['pss_start_mb']} | {m['pss_after_mb']} | "
+                      f"{ratio:.2f} | {m['lookups_per_worker']:,}")  # fmt: skip
+    errors = [
+        (r["pairs"], k)
+        for r in report["sizes"]
+        for k, v in {**r["single"], **r["batch"]}.items()
+        if v["errors"]
+    ]
+    print(f"\nnon-2xx responses: {errors or 'none'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--sizes", default="10000,1000000,10000000", help="pair counts, comma-separated"
+    )
+    parser.add_argument("--store", default="dict", choices=("dict", "compact"))
+    parser.add_argument("--workers", type=int, default=2, help="workers for the speed runs")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument(
+        "--memory-duration", type=int, default=10, help="seconds of load per memory run"
+    )
+    parser.add_argument(
+        "--skip-memory", action="store_true", help="skip the 1/2/4-worker memory runs"
+    )
+    parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "kv-bench")
+    parser.add_argument(
+        "--out", type=Path, help="JSON file (default bench-results/bench-STORE.json)"
+    )
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench.py needs wrk: apt-get install wrk (Debian package)")
+    out = args.out or ROOT / "bench-results" / f"bench-{args.store}.json"
+
+    report = {
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, "
+        f"{platform.platform()}",
+        "store": args.store,
+        "workers": args.workers,
+        "duration_s": args.duration,
+        "sizes": [],
+    }
+    for n in (int(x) for x in args.sizes.split(",")):
+        print(f"# {n:,} pairs ...", flush=True)
+        report["sizes"].append(bench_size(n, args))
+        print(json.dumps(report["sizes"][-1]), flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print_table(report)
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
