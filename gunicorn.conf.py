@@ -5,6 +5,7 @@ in kv_app/config.py. The rest are fixed here, each with why.
 """
 
 import os
+import signal
 
 # (Imported under a private name: a module-level `config` would be read as a setting.)
 from kv_app.config import resolve as _resolve
@@ -70,3 +71,16 @@ proc_name = "kv-app"
 # two servers on one host (tests, blue/green swaps) would fight over it, and the image's
 # user has no home. Manage the server with signals (TERM, HUP, USR2), as the README says.
 control_socket_disable = True
+
+# --- Hooks ------------------------------------------------------------------------------
+
+
+def post_fork(server, worker):
+    """Honour a SIGTERM that arrives while a new worker is still starting.
+
+    Until the worker installs its own handlers (after gevent's monkey-patching, a few
+    hundred ms) it runs the master's, which would swallow the signal: the worker would
+    then live until graceful_timeout ran out and be killed. Marking it not alive makes
+    it stop as soon as its loop starts.
+    """
+    signal.signal(signal.SIGTERM, lambda signum, frame: setattr(worker, "alive", False))
