@@ -6,9 +6,14 @@ in kv_app/config.py. The rest are fixed here, each with why.
 
 import os
 import signal
+import sys
 
-# (Imported under a private name: a module-level `config` would be read as a setting.)
+from kv_app.app import create_app as _create_app
+
+# (Imported under private names: a module-level `config` would be read as a setting.)
+from kv_app.config import ConfigError as _ConfigError
 from kv_app.config import resolve as _resolve
+from kv_app.loader import LoadError as _LoadError
 
 _kv = _resolve()
 
@@ -84,3 +89,22 @@ def post_fork(server, worker):
     it stop as soon as its loop starts.
     """
     signal.signal(signal.SIGTERM, lambda signum, frame: setattr(worker, "alive", False))
+
+
+def on_reload(server):
+    """SIGHUP: load the data file again, in the master, before new workers are forked.
+
+    gunicorn then forks new workers (they serve the new data) and stops the old ones
+    gracefully: no request fails and none is answered from a half-loaded store. A file
+    that cannot be served is logged and the data in memory kept (the new workers serve
+    it). Publish a new file by renaming it over KV_DATA_PATH, then `kill -HUP <master>`.
+    """
+    try:
+        app = _create_app()
+    except (_LoadError, _ConfigError) as e:
+        server.log.error("reload refused, still serving the data loaded before: %s", e)
+        return
+    server.app.callable = app
+    # wsgi.py's module-level app would keep the old data alive in the master.
+    if "wsgi" in sys.modules:
+        sys.modules["wsgi"].app = app

@@ -75,20 +75,24 @@ class DictStore(Mapping[str, str]):
 _HEX_VALUE = np.full(256, 255, dtype=np.uint8)
 for _i, _c in enumerate(b"0123456789abcdef"):
     _HEX_VALUE[_c] = _HEX_VALUE[ord(chr(_c).upper())] = _i
-# Columns of the 32 hex digits in a 36-character key (the dashes left out).
-_DIGITS = np.array([i for i in range(loader.KEY_LEN) if i not in (8, 13, 18, 23)])
+# Where each of the 32 hex digits of a key sits among the 40 bytes loader._line_heads reads.
+_DIGIT_SLOTS = np.array(
+    [list(loader.HEAD_COLUMNS).index(c) for c in range(loader.KEY_LEN) if c not in (8, 13, 18, 23)]
+)
 _LOW64 = (1 << 64) - 1
+_KEYS_AT_ONCE = 1 << 20  # bounds the temporary arrays of _key_halves (about 100 MB)
 
 
 def _key_halves(buf: bytes, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The 128-bit keys of the lines at starts, as high and low 64-bit halves."""
-    hi = np.zeros(len(starts), dtype=np.uint64)
-    lo = np.zeros(len(starts), dtype=np.uint64)
-    raw = np.frombuffer(buf, dtype=np.uint8)
-    for n, column in enumerate(_DIGITS):
-        half = hi if n < 16 else lo
-        half <<= np.uint64(4)
-        half |= _HEX_VALUE[raw[starts + column]]
+    hi = np.empty(len(starts), dtype=np.uint64)
+    lo = np.empty(len(starts), dtype=np.uint64)
+    for first in range(0, len(starts), _KEYS_AT_ONCE):
+        part = slice(first, first + _KEYS_AT_ONCE)
+        nibbles = _HEX_VALUE[loader.line_heads(buf, starts[part])[:, _DIGIT_SLOTS]]
+        packed = np.ascontiguousarray((nibbles[:, 0::2] << 4) | nibbles[:, 1::2])
+        halves = packed.view(">u8")  # 16 bytes a key, read as two big-endian numbers
+        hi[part], lo[part] = halves[:, 0], halves[:, 1]
     return hi, lo
 
 

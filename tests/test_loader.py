@@ -245,3 +245,24 @@ def test_check_lists_every_problem(tmp_path):
         Problem(3, "blank line"),
         Problem(4, "duplicate key 8a35eb59-62b3-481c-8875-1f248df4c952 (first on line 1)"),
     ]
+
+
+@pytest.mark.parametrize("strict", [True, False])
+@pytest.mark.parametrize(
+    "kind, reason",
+    [
+        ("missing", "no such file"),
+        ("directory", "is a directory, not a data file"),
+        ("empty", "file is empty"),
+        ("only-blank-lines", None),
+    ],
+)
+def test_unusable_files_in_both_modes(tmp_path, kind, reason, strict):
+    path = {"missing": tmp_path / "x.data", "directory": tmp_path}.get(kind, tmp_path / "f.data")
+    if kind == "empty":
+        path.write_bytes(b"")
+    if kind == "only-blank-lines":
+        path.write_bytes(b"\n\n")
+        reason = "1: blank line" if strict else "no valid pairs"
+    with pytest.raises(LoadError, match=f"^{path}:? ?{reason}"):
+        loader.load(path, strict=strict)

@@ -1,0 +1,227 @@
+"""Faults under load and data swaps: killed workers, SIGTERM, SIGHUP with a new file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import ROOT, free_port, make_data
+
+PAIRS = 500
+
+
+def children(pid: int) -> set[int]:
+    """PIDs whose parent is pid (gunicorn's workers)."""
+    kids = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.add(int(entry))
+    return kids
+
+
+def wait_for(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+class Stream(threading.Thread):
+    """A client sending GETs for random keys back to back on one keep-alive session,
+    recording (time sent, key, status, value) or (time, key, error)."""
+
+    def __init__(self, url: str, keys: list[str], seed: int):
+        super().__init__(daemon=True)
+        self.url, self.keys = url, keys
+        self.results: list[tuple] = []
+        self.stop = threading.Event()
+        self.seed = seed
+
+    def run(self) -> None:
+        import random
+
+        rng = random.Random(self.seed)
+        with requests.Session() as session:
+            while not self.stop.is_set():
+                key = rng.choice(self.keys)
+                sent = time.monotonic()
+                try:
+                    r = session.get(f"{self.url}/items/{key}", timeout=10)
+                    self.results.append((sent, key, r.status_code, r.json().get("value")))
+                except (requests.RequestException, ValueError) as e:
+                    self.results.append((sent, key, None, repr(e)))
+
+
+def streams(url: str, keys: list[str], n: int = 4) -> list[Stream]:
+    started = [Stream(url, keys, seed) for seed in range(n)]
+    for s in started:
+        s.start()
+    return started
+
+
+def finish(started: list[Stream]) -> list[tuple]:
+    for s in started:
+        s.stop.set()
+    for s in started:
+        s.join(timeout=30)
+    return [r for s in started for r in s.results]
+
+
+def test_sigkill_of_a_worker_loses_at_most_its_requests_in_flight(start_server, data_file, data):
+    server = start_server(data_file)
+    keys = list(data)
+    clients = streams(server.url, keys)
+    time.sleep(1.0)
+    before = children(server.proc.pid)
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    killed_at = time.monotonic()
+    wait_for(lambda: len(children(server.proc.pid) - {victim}) == len(before))
+    replaced_at = time.monotonic()
+    time.sleep(1.5)  # the replacement boots and serves
+    results = finish(clients)
+    failures = [r for r in results if r[2] != 200 or r[3] != data[r[1]]]
+    # Each client had at most one request in flight on the killed worker.
+    assert len(failures) <= len(clients), failures
+    assert all(killed_at - 1 <= r[0] <= replaced_at + 1 for r in failures), failures
+    assert len([r for r in results if r[0] > replaced_at + 1]) > 100
+    assert server.stop() == 0
+
+
+def test_sigterm_lets_a_request_in_flight_finish(start_server, data_file, data):
+    server = start_server(data_file)
+    key = next(iter(data))
+    body = f'{{"ids": ["{key}"]}}'.encode()
+    head = (
+        f"POST /items/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(head + body[:5])  # the request is in flight: half its body sent
+        time.sleep(0.3)
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        assert server.proc.poll() is None  # waiting for us
+        s.sendall(body[5:])
+        response = b""
+        while chunk := s.recv(65536):
+            response += chunk
+    assert response.startswith(b"HTTP/1.1 200 OK")
+    assert data[key].encode() in response
+    assert server.proc.wait(timeout=30) == 0
+    assert "Shutting down: Master" in server.log()
+
+
+def write_version(path: Path, tag: str) -> None:
+    """The same keys as data_file, each value prefixed with tag; published by rename."""
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for key, value in make_data.pairs(PAIRS, seed=11):
+            f.write(f"{key} {tag}:{value}\n")
+    os.replace(tmp, path)
+
+
+def test_sighup_switches_to_the_new_file_with_no_failed_request(start_server, tmp_path, store_kind):
+    path = tmp_path / "current.data"
+    write_version(path, "old")
+    keys = [k for k, _ in make_data.pairs(PAIRS, seed=11)]
+    server = start_server(path, "--store", store_kind)
+    clients = streams(server.url, keys)
+    time.sleep(1.0)
+    write_version(path, "new")
+    switched_at = time.monotonic()
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "new:" in requests.get(f"{server.url}/items/{keys[0]}", timeout=5).text)
+    time.sleep(1.5)
+    per_client = [c.results for c in clients]
+    results = finish(clients)
+
+    assert [r for r in results if r[2] != 200] == []  # no failed request
+    tags = {r[3].split(":", 1)[0] for r in results}
+    assert tags == {"old", "new"}
+    assert all(r[3].split(":", 1)[0] == "old" for r in results if r[0] < switched_at)
+    for stream in per_client:  # each stream: old answers, then only new ones
+        seen = [r[3].split(":", 1)[0] for r in stream]
+        assert seen == sorted(seen, key=("old", "new").index), seen
+        assert seen[-1] == "new"
+    assert "Handling signal: hup" in server.log()
+
+
+def test_sighup_with_a_bad_file_keeps_serving_the_old_data(start_server, tmp_path):
+    path = tmp_path / "current.data"
+    write_version(path, "old")
+    keys = [k for k, _ in make_data.pairs(PAIRS, seed=11)]
+    server = start_server(path)
+    clients = streams(server.url, keys, n=2)
+    time.sleep(0.5)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{keys[0]} fine\nbroken line\n")
+    os.replace(tmp, path)
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload refused" in server.log())
+    time.sleep(1.5)  # the new workers are up, serving the old data
+    results = finish(clients)
+    assert [r for r in results if r[2] != 200] == []
+    assert {r[3].split(":", 1)[0] for r in results} == {"old"}
+    assert f"{path}:2: key is not a UUID" in server.log()
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+def test_nginx_front_times_out_stalled_bodies(start_server, data_file, data, tmp_path):
+    """deploy/nginx.conf: complete requests pass through; a stalled body is cut off.
+
+    nginx ends a request whose body stalls for client_body_timeout (5 s) with a 408 that
+    it does not send: it just closes the connection, before anything reaches gunicorn.
+    """
+    server = start_server(data_file, "--access-log")
+    port = free_port()
+    conf = (ROOT / "deploy" / "nginx.conf").read_text()
+    conf = conf.replace("127.0.0.1:8123", f"127.0.0.1:{server.port}")
+    conf = conf.replace("listen 127.0.0.1:8080", f"listen 127.0.0.1:{port}")
+    (tmp_path / "nginx.conf").write_text("user root;\n" + conf)
+    nginx = subprocess.Popen(
+        ["nginx", "-c", str(tmp_path / "nginx.conf"), "-p", f"{tmp_path}/", "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _accepts(port))
+        key = next(iter(data))
+        assert requests.get(f"{url}/items/{key}", timeout=5).json()["value"] == data[key]
+        r = requests.get(f"{url}/items/nope", timeout=5)
+        assert r.status_code == 400 and r.json()["status"] == 400
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+            s.sendall(b'POST /items/batch HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"ids"')
+            started = time.monotonic()
+            for _ in range(20):  # others are served meanwhile
+                assert requests.get(f"{url}/items/{key}", timeout=5).status_code == 200
+            assert s.recv(65536) == b""  # closed by nginx, not by our 20 s timeout
+            assert time.monotonic() - started < 20
+        assert f"GET /items/{key} " in server.log()  # the access log is on ...
+        assert "POST /items/batch" not in server.log()  # ... and the stalled body never came
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=10)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False

@@ -1,0 +1,219 @@
+"""Malformed and hostile requests against the real server, byte for byte over a socket.
+
+Each gets the documented 4xx: the JSON error shape from the app, or gunicorn's own small
+HTML error page for requests it refuses before they reach the app (marked "gunicorn"):
+400, 414 (request line too long) or 431 (headers too large). Never a 5xx,
+and the server keeps answering correct values afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+import requests
+
+KEY = "0b7e6bd2-8d4c-4b6a-9c43-2f1a1e6c0a05"
+MISSING = "00000000-0000-4000-8000-000000000000"
+APP = "app"  # the answer is the app's JSON error shape
+GUNICORN = "gunicorn"  # gunicorn refused the request before the app saw it
+
+
+def raw(port: int, data: bytes, timeout: float = 10.0) -> tuple[int, dict, bytes]:
+    """Send bytes, read until the server closes or one response is complete."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        buf = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                break
+            if not chunk:
+                break
+            buf += chunk
+            head, sep, body = buf.partition(b"\r\n\r\n")
+            if sep:
+                headers = _headers(head)
+                if len(body) >= int(headers.get("content-length", -1)) >= 0:
+                    break
+    head, _, body = buf.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, _headers(head), body
+
+
+def _headers(head: bytes) -> dict:
+    lines = head.decode("latin-1").split("\r\n")[1:]
+    return {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+
+
+def get(path: str, *headers: str, method: str = "GET", version: str = "HTTP/1.1") -> bytes:
+    lines = [f"{method} {path} {version}", "Host: 127.0.0.1", "Connection: close", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def post(body: bytes, *headers: str) -> bytes:
+    head = [
+        "POST /items/batch HTTP/1.1",
+        "Host: 127.0.0.1",
+        "Connection: close",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        *headers,
+    ]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def nested(depth: int) -> bytes:
+    return b'{"ids": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+CASES = [
+    # ids
+    ("id-too-short", get(f"/items/{KEY[:-1]}"), 400, APP),
+    ("id-too-long", get(f"/items/{KEY}0"), 400, APP),
+    ("id-non-hex", get(f"/items/{KEY[:-1]}z"), 400, APP),
+    ("id-no-dashes", get(f"/items/{KEY.replace('-', '')}"), 400, APP),
+    ("id-braces", get(f"/items/%7B{KEY}%7D"), 400, APP),
+    ("id-urn-prefix", get(f"/items/urn:uuid:{KEY}"), 400, APP),
+    ("id-with-spaces", get(f"/items/%20{KEY}"), 400, APP),
+    ("id-well-formed-unknown", get(f"/items/{MISSING}"), 404, APP),
+    ("encoded-slash", get(f"/items/{KEY[:8]}%2F{KEY[9:]}"), 404, APP),
+    ("encoded-nul", get(f"/items/{KEY[:-1]}%00"), 400, APP),
+    ("invalid-utf8-encoded", get("/items/%ff%fe"), 400, APP),
+    ("raw-non-ascii-in-path", get("/items/caf\xe9"), 400, GUNICORN),
+    ("path-traversal", get("/items/../../etc/passwd"), 404, APP),
+    ("encoded-traversal", get("/items/..%2F..%2Fetc%2Fpasswd"), 404, APP),
+    ("trailing-slash", get(f"/items/{KEY}/"), 404, APP),
+    ("query-string-is-ignored", get(f"/items/{MISSING}?debug=1"), 404, APP),
+    ("unknown-route", get("/admin"), 404, APP),
+    # request line and headers
+    ("request-line-too-long", get("/items/" + "a" * 2000), 414, GUNICORN),
+    ("header-too-large", get(f"/items/{KEY}", "X-Big: " + "b" * 9000), 431, GUNICORN),
+    ("too-many-headers", get(f"/items/{KEY}", *(f"X-H{i}: v" for i in range(60))), 431, GUNICORN),
+    ("garbage-request-line", b"HELLO\r\n\r\n", 400, GUNICORN),
+    ("bad-http-version", get(f"/items/{KEY}", version="HTTP/9.9"), 400, GUNICORN),
+    ("lower-case-method", get(f"/items/{KEY}", method="get"), 400, GUNICORN),
+    ("unknown-method", get(f"/items/{KEY}", method="BREW"), 405, APP),
+    ("put", get(f"/items/{KEY}", method="PUT"), 405, APP),
+    ("delete", get(f"/items/{KEY}", method="DELETE"), 405, APP),
+    ("patch-batch", get("/items/batch", method="PATCH"), 405, APP),
+    ("accept-image", get(f"/items/{KEY}", "Accept: image/png"), 406, APP),
+    ("accept-garbage", get(f"/items/{KEY}", "Accept: ;;;,,,q=x"), 406, APP),
+    # batch bodies
+    ("batch-not-json", post(b"ids=1"), 400, APP),
+    ("batch-truncated-json", post(b'{"ids": ["'), 400, APP),
+    ("batch-wrong-type", post(b'{"ids": {"a": 1}}'), 400, APP),
+    ("batch-top-level-list", post(json.dumps([KEY]).encode()), 400, APP),
+    ("batch-numbers", post(b'{"ids": [1, 2.5, true]}'), 400, APP),
+    ("batch-nan", post(b'{"ids": [NaN]}'), 400, APP),
+    ("batch-deeply-nested", post(nested(100_000)[:65_000]), 400, APP),
+    ("batch-too-many-ids", post(json.dumps({"ids": [MISSING] * 1001}).encode()), 413, APP),
+    ("batch-body-too-large", post(b'{"ids": ["' + b"a" * 100_000 + b'"]}'), 413, APP),
+    ("batch-invalid-utf8", post(b'{"ids": ["\xff"]}'), 400, APP),
+]
+
+
+@pytest.fixture(scope="module")
+def hostile_server(tmp_path_factory):
+    from conftest import Server, write_tricky
+
+    path = tmp_path_factory.mktemp("hostile") / "tricky.data"
+    expected = write_tricky(path)
+    server = Server(path).wait_ready()
+    yield server, expected
+    server.stop()
+    server.output.close()
+
+
+@pytest.mark.parametrize("name, request_bytes, status, source", CASES, ids=[c[0] for c in CASES])
+def test_hostile_request(hostile_server, name, request_bytes, status, source):
+    server, expected = hostile_server
+    got, headers, body = raw(server.port, request_bytes)
+    assert got == status, body[:300]
+    if source == APP:
+        assert headers["content-type"] == "application/json"
+        assert headers["x-content-type-options"] == "nosniff"
+        error = json.loads(body)
+        assert error["status"] == status and error["error"] and error["message"]
+    else:
+        assert headers["content-type"] == "text/html" and b"Traceback" not in body
+    # and the server still answers correctly
+    r = requests.get(f"{server.url}/items/{KEY}", timeout=5)
+    assert r.status_code == 200 and r.json()["value"] == expected[KEY]
+
+
+def test_batch_duplicates_and_empty(hostile_server):
+    server, expected = hostile_server
+    status, _, body = raw(server.port, post(json.dumps({"ids": [KEY, KEY.upper(), KEY]}).encode()))
+    assert status == 200 and json.loads(body) == {"items": {KEY: expected[KEY]}, "missing": []}
+    status, _, body = raw(server.port, post(b'{"ids": []}'))
+    assert status == 200 and json.loads(body) == {"items": {}, "missing": []}
+
+
+def test_batch_answers_only_the_keys_asked_for(hostile_server):
+    server, expected = hostile_server
+    asked = list(expected)[:3]
+    body = requests.post(f"{server.url}/items/batch", json={"ids": asked}, timeout=5).json()
+    assert set(body["items"]) == set(asked)
+
+
+def test_batch_chunked_body(hostile_server):
+    server, expected = hostile_server
+    body = json.dumps({"ids": [KEY]}).encode()
+    data = (
+        b"POST /items/batch HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+        + f"{len(body):x}\r\n".encode()
+        + body
+        + b"\r\n0\r\n\r\n"
+    )
+    status, _, out = raw(server.port, data)
+    assert status == 200 and json.loads(out)["items"] == {KEY: expected[KEY]}
+
+
+def test_body_that_never_finishes_does_not_block_others(hostile_server):
+    """A stalled upload holds one greenlet of one worker; everyone else is served."""
+    server, expected = hostile_server
+    stalled = []
+    for _ in range(20):
+        s = socket.create_connection(("127.0.0.1", server.port))
+        s.sendall(post(b'{"ids": ["' + KEY.encode())[:-5])  # Content-Length promises more
+        stalled.append(s)
+    try:
+        with requests.Session() as session:
+            for _ in range(50):
+                r = session.get(f"{server.url}/items/{KEY}", timeout=5)
+                assert r.json()["value"] == expected[KEY]
+    finally:
+        for s in stalled:
+            s.close()
+
+
+def test_idle_and_trickling_clients_do_not_block_others(hostile_server):
+    """Connections that send nothing, or one byte at a time, while others are served."""
+    server, expected = hostile_server
+    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(100)]
+    trickle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(10)]
+    request_bytes = get(f"/items/{KEY}")
+    try:
+        with requests.Session() as session:
+            for i in range(30):
+                for s in trickle:
+                    s.sendall(request_bytes[i : i + 1])
+                r = session.get(f"{server.url}/items/{KEY}", timeout=5)
+                assert r.json()["value"] == expected[KEY]
+                time.sleep(0.02)
+    finally:
+        for s in idle + trickle:
+            s.close()
+
+
+def test_idle_connections_are_closed_after_the_keepalive_timeout(hostile_server):
+    server, _ = hostile_server
+    with socket.create_connection(("127.0.0.1", server.port), timeout=15) as s:
+        started = time.monotonic()
+        assert s.recv(1) == b""  # closed by the server, not by our timeout
+        assert time.monotonic() - started < 15
