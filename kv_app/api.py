@@ -121,10 +121,9 @@ def get_items() -> Response:
         limit = current_app.config["MAX_CONTENT_LENGTH"]
         raise RequestEntityTooLarge(f"body over {limit:,} bytes") from None
     keys = batch_ids(body, current_app.config["MAX_BATCH"])
-    store = current_app.extensions[STORE]
+    values = current_app.extensions[STORE].get_many(keys)
     items, missing = {}, []
-    for key in keys:
-        value = store.get(key)
+    for key, value in zip(keys, values, strict=True):
         if value is None:
             missing.append(key)
         else:

@@ -8,8 +8,8 @@ For each data size it reports load time and peak memory; single-key GET requests
 p50/p99 latency at 1 and 32 connections; batch lookups (keys/s for batches of 10, 100,
 1000); and total PSS of master + workers right after start and after a sustained random
 load, for 1, 2 and 4 workers. In the same run it measures a constant-returning Flask app
-under the same gunicorn settings (scripts/bench_baseline.py), so every figure has a ratio
-to the framework's own ceiling. Prints a table and writes JSON (--out).
+under the same gunicorn settings (scripts/bench_baseline.py), alternating runs with it,
+so every single-key figure has a ratio to the framework's own ceiling. Prints a table and writes JSON (--out).
 
 Needs wrk (Debian package `wrk`: apt-get install wrk). Data files are generated once with
 scripts/make_data.py into --data-dir and reused.
@@ -171,9 +171,24 @@ def data_files(n: int, data_dir: Path) -> tuple[Path, Path]:
     return data, keys
 
 
-def single(url: str, keys: Path, duration: float) -> dict:
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median requests/s, plus every run's requests/s."""
+    ordered = sorted(runs, key=lambda r: r["rps"])
+    return {**ordered[len(ordered) // 2], "rps_runs": [r["rps"] for r in runs]}
+
+
+def single_vs_baseline(url: str, base_url: str, keys: Path, args) -> tuple[dict, dict]:
+    """Single-key GETs at 1 and 32 connections, alternating kv_app and the baseline
+    (args.rounds runs each, medians), so both see the same machine conditions."""
     env = {"KEYS_FILE": str(keys)}
-    return {f"c{c}": wrk(url, "get.lua", c, duration, env) for c in (1, 32)}
+    kv, base = {}, {}
+    for c in (1, 32):
+        runs: dict[str, list] = {"kv": [], "base": []}
+        for _ in range(args.rounds):
+            runs["kv"].append(wrk(url, "get.lua", c, args.duration, env))
+            runs["base"].append(wrk(base_url, "get.lua", c, args.duration, env))
+        kv[f"c{c}"], base[f"c{c}"] = median_run(runs["kv"]), median_run(runs["base"])
+    return kv, base
 
 
 def bench_size(n: int, args) -> dict:
@@ -181,11 +196,15 @@ def bench_size(n: int, args) -> dict:
     result: dict = {"pairs": n, "file_mb": round(data.stat().st_size / 1e6, 1)}
 
     server = Server(data, args.workers, args.store)
+    # The framework's ceiling: the constant-returning app under the same settings.
+    baseline = Server(None, args.workers, args.store, baseline=True)
     try:
         result["load_s"] = server.load_seconds()
         result["ready_s"] = round(server.ready_seconds, 2)
         result["master_peak_mb"] = round(server.master_peak_mb(), 1)
-        result["single"] = single(server.url, keys, args.duration)
+        result["single"], result["baseline"] = single_vs_baseline(
+            server.url, baseline.url, keys, args
+        )
         result["batch"] = {}
         for size in (10, 100, 1000):
             r = wrk(
@@ -199,11 +218,6 @@ def bench_size(n: int, args) -> dict:
             result["batch"][str(size)] = r
     finally:
         server.stop()
-    # The framework's ceiling, measured right after, under the same settings.
-    baseline = Server(None, args.workers, args.store, baseline=True)
-    try:
-        result["baseline"] = single(baseline.url, keys, args.duration)
-    finally:
         baseline.stop()
 
     if not args.skip_memory:
@@ -230,7 +244,10 @@ def bench_size(n: int, args) -> dict:
 def print_table(report: dict) -> None:
     print(f"\n# {report['machine']}; store={report['store']}; workers={report['workers']};"
           f" {report['duration_s']} s per wrk run, 1 wrk thread")  # fmt: skip
-    print("(base = the constant-returning Flask app, measured right after each size)")
+    print(
+        f"(base = the constant-returning Flask app; single-key figures are medians of "
+        f"{report['rounds']} runs alternating with it)"
+    )
     header = (
         "pairs", "load s", "peak MB", "c1 req/s", "c1 p50 ms", "c1 p99 ms", "base c1 p50",
         "c32 req/s", "base c32 req/s", "ratio", "c32 p50 ms", "c32 p99 ms", "base c32 p99",
@@ -270,7 +287,8 @@ def main() -> None:
     )
     parser.add_argument("--store", default="dict", choices=("dict", "compact"))
     parser.add_argument("--workers", type=int, default=2, help="workers for the speed runs")
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating kv/baseline runs")
     parser.add_argument(
         "--memory-duration", type=int, default=10, help="seconds of load per memory run"
     )
@@ -292,6 +310,7 @@ def main() -> None:
         "store": args.store,
         "workers": args.workers,
         "duration_s": args.duration,
+        "rounds": args.rounds,
         "sizes": [],
     }
     for n in (int(x) for x in args.sizes.split(",")):

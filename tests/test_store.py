@@ -117,3 +117,21 @@ def test_compact_rejects_keys_the_dict_would_not_find(tricky_file):
         "0b7e6bd2+8d4c+4b6a+9c43+2f1a1e6c0a01",
     ):
         assert s.get(bad) is None and bad not in s
+
+
+def test_get_many_matches_get(data_file, data, store_kind):
+    s = STORES[store_kind].from_file(data_file)
+    keys = list(data)[:300] + ["00000000-0000-4000-8000-000000000000"] + list(data)[-5:]
+    assert s.get_many(keys) == [data.get(k) for k in keys]
+    assert s.get_many([]) == []
+    odd = [keys[0].upper(), "not-a-key", keys[1]]  # not canonical: answered one by one
+    assert s.get_many(odd) == [data[keys[0]], None, data[keys[1]]]
+
+
+def test_compact_get_many_with_keys_sharing_their_high_half(tmp_path):
+    keys = [f"11111111-2222-4333-8444-{n:012x}" for n in (5, 1, 3)]
+    path = tmp_path / "alike.data"
+    path.write_text("".join(f"{k} v{k[-1]}\n" for k in keys))
+    s = CompactStore.from_file(path)
+    asked = [*keys, "11111111-2222-4333-8444-000000000002"]
+    assert s.get_many(asked) == ["v5", "v1", "v3", None]
