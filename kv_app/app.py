@@ -13,7 +13,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from kv_app import api, config, docs
 from kv_app.loader import tty_progress
-from kv_app.store import STORES, DictStore
+from kv_app.store import STORES, CompactStore, DictStore
 
 log = logging.getLogger("kv_app")
 
@@ -40,7 +40,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def load_store(path: str, on_error: str, kind: str) -> DictStore:
+def load_store(path: str, on_error: str, kind: str) -> DictStore | CompactStore:
     """Load the data file into the chosen store and log one line about it."""
     if kind not in STORES:
         raise config.ConfigError(f"unknown store {kind!r}: expected one of {', '.join(STORES)}")

@@ -266,3 +266,42 @@ def test_unusable_files_in_both_modes(tmp_path, kind, reason, strict):
         reason = "1: blank line" if strict else "no valid pairs"
     with pytest.raises(LoadError, match=f"^{path}:? ?{reason}"):
         loader.load(path, strict=strict)
+
+
+@pytest.mark.parametrize("strict", [True, False])
+@pytest.mark.parametrize(
+    "kind",
+    ["not-version-4", "upper-case", "huge-value", "no-final-newline", "empty-value", "bom"],
+)
+def test_accepted_kinds_in_both_modes(tmp_path, kind, strict):
+    """Files that look odd but are valid: the same pairs in strict and lenient mode."""
+    key, value = {
+        "not-version-4": ("c232ab00-9414-11ec-b3c8-9f6bdeced846", "v1 uuid"),
+        "upper-case": (K1.upper(), "upper"),
+        "huge-value": (K1, "v" * (10 * 1024 * 1024)),
+        "no-final-newline": (K1, "last"),
+        "empty-value": (K1, ""),
+        "bom": (K1, "after a byte-order mark"),
+    }[kind]
+    if kind == "bom":  # the mark stands before the first line
+        raw = loader.BOM + f"{key} {value}\n{K2} first\n".encode()
+    else:
+        end = "" if kind == "no-final-newline" else "\n"
+        raw = f"{K2} first\n{key} {value}{end}".encode()
+    data, report = loader.load(write(tmp_path, raw), strict=strict)
+    assert data == {K2: "first", key.lower(): value}
+    assert report.skipped == []
+    assert report.bom == (kind == "bom")
+
+
+def test_file_that_changes_while_loading_lenient(tmp_path, monkeypatch, data_file):
+    path = write(tmp_path, data_file.read_bytes())
+    monkeypatch.setattr(loader, "CHUNK_BYTES", 4096)
+
+    def append_once(done, total):
+        if done <= 4096:
+            with open(path, "ab") as f:
+                f.write(f"{K1} appended\n".encode())
+
+    with pytest.raises(LoadError, match="file changed while it was being loaded"):
+        loader.load(path, strict=False, progress=append_once)
