@@ -36,16 +36,26 @@ backlog = 2048
 # KV_WORKERS: processes; one per core (2-4 here). Each holds its own copies of the pages
 # of the store that lookups touch: see README "How much data can it handle".
 workers = _kv["WORKERS"]
-# gevent: each connection is a greenlet, so a worker serves many connections at once and a
-# slow, idle or keep-alive client costs a few KB, not a process or a thread. Chosen by
-# measurement (scripts/bench.py, README "Performance"): at 1 connection its p50 is the
-# lowest (sync pays a new TCP connection per request: no keep-alive; gthread a thread
-# hand-off), at 32 connections its throughput matches the constant-returning Flask app,
-# and slow clients cannot starve it as they do sync workers. Requests here never block
-# on I/O inside the app, so no monkey-patching subtleties apply.
-worker_class = "gevent"
-# KV_CONNECTIONS: simultaneous connections per worker (100-10000); more wait in the backlog.
+# KV_WORKER_CLASS, chosen by measurement (scripts/bench_workers.sh, README "Choosing the
+# worker class"); default gevent:
+# - gevent: each connection is a greenlet, so a slow, idle or keep-alive client costs a few
+#   KB, not a process or a thread. Lowest latency (p50 0.24 ms at 1 connection; the only
+#   class under 0.3 ms) and the highest throughput. Its weakness: when the CPU is
+#   saturated it serves some connections far more often than others (measured; the
+#   cause is not pinned down), so p99 is 150-330 ms at 32-64 connections on 2 cores.
+# - gthread: a thread pool; idle keep-alive connections wait in a poller. Fair when
+#   saturated (p99 30-36 ms), but p50 0.41 ms at 1 connection, and each slow client
+#   holds a thread: put nginx in front (deploy/nginx.conf).
+# - sync: one request at a time per worker, no keep-alive; fair, slowest, and a slow
+#   client blocks a whole worker: only behind nginx.
+# Requests never block on I/O inside the app, so gevent's monkey-patching changes nothing.
+worker_class = _kv["WORKER_CLASS"]
+# KV_CONNECTIONS (gevent): simultaneous connections per worker (100-10000); more wait in
+# the backlog.
 worker_connections = _kv["CONNECTIONS"]
+# KV_THREADS (gthread): threads per worker (2-32): the connections served at once. Only
+# for gthread: gunicorn would turn sync workers with threads > 1 into gthread.
+threads = _kv["THREADS"] if worker_class == "gthread" else 1
 # KV_TIMEOUT, seconds (10-120): a worker silent for longer is killed and replaced.
 timeout = _kv["TIMEOUT"]
 # Worker heartbeat files in memory: on a slow or read-only disk they can stall workers.

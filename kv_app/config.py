@@ -73,7 +73,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HOST", "127.0.0.1", "Address to listen on (the Docker image sets 0.0.0.0)."),
     Setting("PORT", 8123, "TCP port to listen on."),
     Setting("WORKERS", 2, "Worker processes (about one per core)."),
+    Setting(
+        "WORKER_CLASS",
+        "gevent",
+        "gunicorn worker class: gevent (lowest latency), gthread (fairest tail when "
+        "saturated), sync.",
+        ("gevent", "gthread", "sync"),
+    ),
     Setting("CONNECTIONS", 1000, "Simultaneous connections per worker (gevent)."),
+    Setting("THREADS", 8, "Threads per worker (gthread)."),
     Setting("TIMEOUT", 30, "Seconds a worker may be silent before it is restarted."),
     Setting("ACCESS_LOG", False, "Log every request to stdout (costs throughput)."),
     Setting(

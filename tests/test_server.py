@@ -120,6 +120,15 @@ def test_settings_from_environment(start_server, data_file, data):
     assert server.log().count("Booting worker") == 1
 
 
+@pytest.mark.parametrize("worker_class", ["gthread", "sync"])
+def test_other_worker_classes(start_server, data_file, data, worker_class):
+    server = start_server(data_file, "--worker-class", worker_class)
+    key = next(iter(data))
+    assert requests.get(f"{server.url}/items/{key}").json()["value"] == data[key]
+    assert f"Using worker: {worker_class}" in server.log()
+    assert server.stop() == 0
+
+
 def test_python_dash_m_runs_the_same_command(data_file):
     out = subprocess.run(
         [sys.executable, "-m", "kv_app", "check", str(data_file)],
