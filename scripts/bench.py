@@ -185,8 +185,8 @@ def single_vs_baseline(url: str, base_url: str, keys: Path, args) -> tuple[dict,
     for c in (1, 32):
         runs: dict[str, list] = {"kv": [], "base": []}
         for _ in range(args.rounds):
-            runs["kv"].append(wrk(url, "get.lua", c, args.duration, env))
-            runs["base"].append(wrk(base_url, "get.lua", c, args.duration, env))
+            runs["kv"].append(wrk(url, "lookup.lua", c, args.duration, env))
+            runs["base"].append(wrk(base_url, "lookup.lua", c, args.duration, env))
         kv[f"c{c}"], base[f"c{c}"] = median_run(runs["kv"]), median_run(runs["base"])
     return kv, base
 
@@ -209,7 +209,7 @@ def bench_size(n: int, args) -> dict:
         for size in (10, 100, 1000):
             r = wrk(
                 server.url,
-                "batch.lua",
+                "lookup.lua",
                 4,
                 args.duration,
                 {"KEYS_FILE": str(keys), "BATCH": str(size)},
@@ -227,7 +227,7 @@ def bench_size(n: int, args) -> dict:
             try:
                 before = server.pss_mb()
                 r = wrk(
-                    server.url, "batch.lua", 8, args.memory_duration,
+                    server.url, "lookup.lua", 8, args.memory_duration,
                     {"KEYS_FILE": str(keys), "BATCH": "1000"},
                 )  # fmt: skip
                 after = server.pss_mb()

@@ -21,7 +21,7 @@ for cls in gevent gthread sync; do
   until curl -s -o /dev/null "http://127.0.0.1:$port/healthz"; do sleep 0.2; done
   sleep 1
   for c in 1 32 64; do
-    out=$(KEYS_FILE=$keys wrk -t$((c < 2 ? 1 : 2)) -c$c -d${seconds}s --latency -s scripts/wrk/get.lua "http://127.0.0.1:$port")
+    out=$(KEYS_FILE=$keys wrk -t$((c < 2 ? 1 : 2)) -c$c -d${seconds}s --latency -s scripts/wrk/lookup.lua "http://127.0.0.1:$port")
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
