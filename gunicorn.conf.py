@@ -22,8 +22,8 @@ _kv = _resolve()
 wsgi_app = "wsgi:app"
 # Load the data once, in the master, before forking: every worker starts with the store
 # already in memory (shared copy-on-write pages) and a bad file stops start-up before
-# any worker exists. It also means a code or data change needs a new master (see README,
-# "Replacing the data").
+# any worker exists. A new data file is picked up on SIGHUP (on_reload, below); a code
+# change needs a restart.
 preload_app = True
 
 # --- Socket ---------------------------------------------------------------------------
