@@ -8,6 +8,8 @@ import os
 import signal
 import sys
 
+import gevent
+
 from kv_app.app import create_app as _create_app
 
 # (Imported under private names: a module-level `config` would be read as a setting.)
@@ -39,15 +41,14 @@ workers = _kv["WORKERS"]
 # KV_WORKER_CLASS, chosen by measurement (scripts/bench_workers.sh, README "Choosing the
 # worker class"); default gevent:
 # - gevent: each connection is a greenlet, so a slow, idle or keep-alive client costs a few
-#   KB, not a process or a thread. Lowest latency (p50 0.24 ms at 1 connection; the only
-#   class under 0.3 ms) and the highest throughput. Its weakness: when the CPU is
-#   saturated it serves some connections far more often than others (measured; the
-#   cause is not pinned down), so p99 is 150-330 ms at 32-64 connections on 2 cores.
-# - gthread: a thread pool; idle keep-alive connections wait in a poller. Fair when
-#   saturated (p99 30-36 ms), but p50 0.41 ms at 1 connection, and each slow client
-#   holds a thread: put nginx in front (deploy/nginx.conf).
-# - sync: one request at a time per worker, no keep-alive; fair, slowest, and a slow
-#   client blocks a whole worker: only behind nginx.
+#   KB, not a process or a thread. Lowest latency (p50 about 0.25 ms at 1 connection; the
+#   only class under 0.3 ms) and, with the post_request hook below, the lowest p99 when
+#   the CPU is saturated.
+# - gthread: a thread pool; idle keep-alive connections wait in a poller. p50 0.41 ms at 1
+#   connection, p99 about 30-36 ms when saturated, and each slow client holds a thread:
+#   put nginx in front (deploy/nginx.conf).
+# - sync: one request at a time per worker, no keep-alive (a new TCP connection per
+#   request); a slow client blocks a whole worker: only behind nginx.
 # Requests never block on I/O inside the app, so gevent's monkey-patching changes nothing.
 worker_class = _kv["WORKER_CLASS"]
 # KV_CONNECTIONS (gevent): simultaneous connections per worker (100-10000); more wait in
@@ -118,3 +119,15 @@ def on_reload(server):
     # wsgi.py's module-level app would keep the old data alive in the master.
     if "wsgi" in sys.modules:
         sys.modules["wsgi"].app = app
+
+
+def post_request(worker, req, environ, resp):
+    """gevent: let this worker's other connections run before this one's next request.
+
+    A greenlet only yields when a read would block. On a busy machine a client's next
+    request is often already waiting when its response is sent, so without this that
+    connection keeps the worker and the others wait: p99 went from 160-280 ms to 10-15 ms
+    at 32-64 connections, for about 10 us a request (scripts/bench_workers.sh).
+    """
+    if type(worker).__module__ == "gunicorn.workers.ggevent":  # whatever set the class
+        gevent.idle()

@@ -15,8 +15,8 @@ trap 'rm -f "$keys"' EXIT
 head -n 100000 "$data" | cut -c1-36 > "$keys"
 for cls in gevent gthread sync; do
   port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  KV_DATA_PATH=$data KV_PORT=$port .venv/bin/python -m gunicorn -c gunicorn.conf.py \
-    --worker-class "$cls" --threads 8 >/dev/null 2>&1 &
+  KV_DATA_PATH=$data KV_PORT=$port KV_WORKER_CLASS=$cls KV_THREADS=8 \
+    .venv/bin/python -m gunicorn -c gunicorn.conf.py >/dev/null 2>&1 &
   pid=$!
   until curl -s -o /dev/null "http://127.0.0.1:$port/healthz"; do sleep 0.2; done
   sleep 1
