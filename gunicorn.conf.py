@@ -126,7 +126,7 @@ def post_request(worker, req, environ, resp):
 
     A greenlet only yields when a read would block. On a busy machine a client's next
     request is often already waiting when its response is sent, so without this that
-    connection keeps the worker and the others wait: p99 went from 160-280 ms to 10-15 ms
+    connection keeps the worker and the others wait: p99 went from 160-330 ms to 10-20 ms
     at 32-64 connections, for about 10 us a request (scripts/bench_workers.sh).
     """
     if type(worker).__module__ == "gunicorn.workers.ggevent":  # whatever set the class
