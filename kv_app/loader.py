@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gc
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -22,37 +21,14 @@ from typing import BinaryIO
 
 import numpy as np
 
-KEY_LEN = 36
+from kv_app.lines import KEY_LEN, check_lines, parse_line
+
 BOM = b"\xef\xbb\xbf"
 # Read this much at a time: bounds the transient memory of the fast path (a chunk,
 # its text and its line list) and paces the progress bar.
 CHUNK_BYTES = 8 * 1024 * 1024
 
-KEY_PATTERN = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-_KEY = re.compile(KEY_PATTERN)
 
-
-# The fast path reads the first 37 bytes of every line (the key and its space) as five
-# unaligned 8-byte words starting at these columns; the last one overlaps the fourth.
-_WORDS = (0, 8, 16, 24, KEY_LEN + 1 - 8)
-HEAD_COLUMNS = np.array([start + i for start in _WORDS for i in range(8)])
-
-
-def _allowed_bytes(digits: bytes) -> np.ndarray:
-    """allowed[j, b]: may byte b stand at column HEAD_COLUMNS[j] of a line?"""
-    hex_digits = np.zeros(256, dtype=bool)
-    hex_digits[list(digits)] = True
-    by_column = np.tile(hex_digits, (KEY_LEN + 1, 1))
-    for column in (8, 13, 18, 23):
-        by_column[column] = False
-        by_column[column, ord("-")] = True
-    by_column[KEY_LEN] = False
-    by_column[KEY_LEN, ord(" ")] = True
-    return by_column[HEAD_COLUMNS]
-
-
-_ALLOWED_LOWER = _allowed_bytes(b"0123456789abcdef")
-_ALLOWED_ANY_CASE = _allowed_bytes(b"0123456789abcdefABCDEF")
 # How many problems a LoadError spells out before it only counts the rest.
 SHOWN_PROBLEMS = 20
 
@@ -176,7 +152,7 @@ def load_spans(
     while base < len(buf):
         cut = buf.rfind(b"\n", base, base + CHUNK_BYTES) + 1 or buf.index(b"\n", base) + 1
         chunk = view[base:cut]
-        checked = _check_chunk(chunk)
+        checked = check_lines(chunk)
         if checked is None:
             return None, report
         try:
@@ -266,7 +242,7 @@ def _load_fast(f: BinaryIO, size: int, progress: Progress | None) -> dict[str, s
     data: dict[str, str] = {}
     done = 0
     for chunk in _chunks(f):
-        checked = _check_chunk(chunk)
+        checked = check_lines(chunk)
         if checked is None:
             return None
         starts, _, upper = checked
@@ -291,38 +267,6 @@ def _load_fast(f: BinaryIO, size: int, progress: Progress | None) -> dict[str, s
     return data
 
 
-def _check_chunk(chunk: bytes | memoryview) -> tuple[np.ndarray, np.ndarray, bool] | None:
-    """None if some line of the chunk is bad, else (starts, ends, upper) of its lines:
-    where each line starts, where its "\n" is, and whether any key has upper-case digits.
-
-    Vectorised: the same checks as parse_line, but on all lines at once (UTF-8 is
-    checked by the caller's decode).
-    """
-    buf = np.frombuffer(chunk, dtype=np.uint8)
-    if not buf.all():  # a NUL byte
-        return None
-    ends = np.flatnonzero(buf == ord("\n"))  # a chunk always ends with "\n"
-    starts = np.empty_like(ends)
-    starts[0] = 0
-    starts[1:] = ends[:-1] + 1
-    if (ends - starts <= KEY_LEN).any() or (buf[ends - 1] == ord("\r")).any():
-        return None
-    head = line_heads(chunk, starts)
-    columns = np.arange(len(HEAD_COLUMNS))
-    if _ALLOWED_LOWER[columns, head].all():  # the usual case: one pass
-        return starts, ends, False
-    if _ALLOWED_ANY_CASE[columns, head].all():
-        return starts, ends, True
-    return None
-
-
-def line_heads(buf: bytes | memoryview, starts: np.ndarray) -> np.ndarray:
-    """The first 37 bytes (key and space) of each line, as columns HEAD_COLUMNS: (n, 40)."""
-    # An unaligned 8-byte view of the buffer: one gather fetches 8 columns of every line.
-    words = np.ndarray((len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))
-    return np.stack([words[starts + start] for start in _WORDS], axis=1).view(np.uint8)
-
-
 def _load_lines(f: BinaryIO) -> tuple[dict[str, str], list[Problem], bool]:
     """The reference path: every line checked on its own. Returns (data, problems, bom)."""
     data: dict[str, str] = {}
@@ -342,31 +286,6 @@ def _load_lines(f: BinaryIO) -> tuple[dict[str, str], list[Problem], bool]:
         data[key] = value
         first_seen[key] = number
     return data, problems, bom
-
-
-def parse_line(raw: bytes) -> tuple[str, str, str | None]:
-    """(key, value, None) for a good line, ("", "", reason) for a bad one."""
-    if raw.endswith(b"\n"):
-        raw = raw[:-1]
-    if not raw:
-        return "", "", "blank line"
-    if raw.endswith(b"\r"):
-        return "", "", "line ends with CR (Windows line endings?); convert the file to LF"
-    nul = raw.find(b"\x00")
-    if nul >= 0:
-        return "", "", f"NUL byte at column {nul + 1}"
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return "", "", f"invalid UTF-8 at byte {e.start + 1} of the line"
-    key, space, value = text.partition(" ")
-    if not space:
-        tab = " (found a tab; the separator is one space)" if "\t" in text else ""
-        return "", "", f"no space between key and value{tab}"
-    if _KEY.fullmatch(key) is None:
-        shown = key if len(key) <= 60 else key[:60] + "..."
-        return "", "", f"key is not a UUID (8-4-4-4-12 hex digits): {shown!r}"
-    return key.lower(), value, None
 
 
 def tty_progress(stream=sys.stderr, min_bytes: int = 64 * 1024 * 1024) -> Progress | None:

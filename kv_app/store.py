@@ -9,14 +9,14 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from kv_app import loader
+from kv_app import lines, loader
 
-_KEY = re.compile(loader.KEY_PATTERN)
+_KEY = re.compile(lines.KEY_PATTERN)
 
 
 def canonical_key(text: str) -> str | None:
     """The lower-case form of a UUID written 8-4-4-4-12 in hex digits, or None."""
-    if len(text) == loader.KEY_LEN and _KEY.fullmatch(text) is not None:
+    if len(text) == lines.KEY_LEN and _KEY.fullmatch(text) is not None:
         return text.lower()
     return None
 
@@ -81,9 +81,9 @@ class DictStore(Mapping[str, str]):
 _HEX_VALUE = np.full(256, 255, dtype=np.uint8)
 for _i, _c in enumerate(b"0123456789abcdef"):
     _HEX_VALUE[_c] = _HEX_VALUE[ord(chr(_c).upper())] = _i
-# Where each of the 32 hex digits of a key sits among the 40 bytes loader._line_heads reads.
+# Where each of the 32 hex digits of a key sits among the 40 bytes lines.line_heads reads.
 _DIGIT_SLOTS = np.array(
-    [list(loader.HEAD_COLUMNS).index(c) for c in range(loader.KEY_LEN) if c not in (8, 13, 18, 23)]
+    [list(lines.HEAD_COLUMNS).index(c) for c in range(lines.KEY_LEN) if c not in (8, 13, 18, 23)]
 )
 _LOW64 = (1 << 64) - 1
 _KEYS_AT_ONCE = 1 << 20  # bounds the temporary arrays of _key_halves (about 100 MB)
@@ -95,12 +95,12 @@ def _key_halves(buf: bytes, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     lo = np.empty(len(starts), dtype=np.uint64)
     for first in range(0, len(starts), _KEYS_AT_ONCE):
         part = slice(first, first + _KEYS_AT_ONCE)
-        nibbles = _HEX_VALUE[loader.line_heads(buf, starts[part])[:, _DIGIT_SLOTS]]
+        nibbles = _HEX_VALUE[lines.line_heads(buf, starts[part])[:, _DIGIT_SLOTS]]
         hi[part], lo[part] = _pack_halves(nibbles)
     return hi, lo
 
 
-_KEY_DIGITS = np.array([c for c in range(loader.KEY_LEN) if c not in (8, 13, 18, 23)])
+_KEY_DIGITS = np.array([c for c in range(lines.KEY_LEN) if c not in (8, 13, 18, 23)])
 
 
 def _pack_halves(nibbles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -157,7 +157,7 @@ class CompactStore(Mapping[str, str]):
             same_high = hi[1:] == hi[:-1]
         if (same_high & (lo[1:] == lo[:-1])).any():
             return None
-        start = spans.starts[order] + (loader.KEY_LEN + 1)
+        start = spans.starts[order] + (lines.KEY_LEN + 1)
         return cls(hi, lo, start, spans.ends[order], spans.buf, report)
 
     @classmethod
@@ -205,10 +205,10 @@ class CompactStore(Mapping[str, str]):
         one by one.
         """
         text = "".join(keys).encode("ascii", "replace")
-        if not keys or len(text) != loader.KEY_LEN * len(keys):
+        if not keys or len(text) != lines.KEY_LEN * len(keys):
             return [self.get(key) for key in keys]
         nibbles = _HEX_VALUE[
-            np.frombuffer(text, dtype=np.uint8).reshape(-1, loader.KEY_LEN)[:, _KEY_DIGITS]
+            np.frombuffer(text, dtype=np.uint8).reshape(-1, lines.KEY_LEN)[:, _KEY_DIGITS]
         ]
         if (nibbles == 255).any():  # not all canonical: take them one by one
             return [self.get(key) for key in keys]

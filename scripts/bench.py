@@ -46,6 +46,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def children(pid: int) -> list[int]:
+    """PIDs whose parent is pid (a gunicorn master's workers)."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry))
+    return kids
+
+
 class Server:
     """gunicorn -c gunicorn.conf.py for kv_app (wsgi:app) or the baseline app."""
 
@@ -96,16 +110,7 @@ class Server:
         return float(found.group(1)) if found else None
 
     def children(self) -> list[int]:
-        kids = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    stat = Path(f"/proc/{entry}/stat").read_text()
-                except OSError:
-                    continue
-                if int(stat.rsplit(")", 1)[1].split()[1]) == self.proc.pid:
-                    kids.append(int(entry))
-        return kids
+        return children(self.proc.pid)
 
     def pss_mb(self) -> float:
         """Total proportional set size of master and workers, MB."""

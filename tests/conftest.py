@@ -22,14 +22,16 @@ EXAMPLE_DATA = ROOT.parent / "shared" / "data" / "example.data"
 KV_APP = str(Path(sys.executable).with_name("kv-app"))
 
 
-def _load_make_data():
-    spec = importlib.util.spec_from_file_location("make_data", ROOT / "scripts" / "make_data.py")
+def _load_script(name: str):
+    """A module of scripts/ (not a package): the data generator, the benchmark helpers."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-make_data = _load_make_data()
+make_data = _load_script("make_data")
+bench = _load_script("bench")
 
 # Values a batch job may really produce, each to come back byte for byte.
 TRICKY = {

@@ -14,23 +14,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import ROOT, free_port, make_data
+from conftest import ROOT, bench, free_port, make_data
 
 PAIRS = 500
 
 
 def children(pid: int) -> set[int]:
-    """PIDs whose parent is pid (gunicorn's workers)."""
-    kids = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                kids.add(int(entry))
-    return kids
+    return set(bench.children(pid))
 
 
 def wait_for(condition, timeout: float = 30.0) -> None:

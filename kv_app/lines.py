@@ -1,0 +1,92 @@
+"""What makes a data line good: parse_line checks one line (the loader's reference path),
+check_lines all lines of a chunk at once with numpy (its fast path). No Flask here.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+KEY_LEN = 36
+KEY_PATTERN = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_KEY = re.compile(KEY_PATTERN)
+
+# The fast path reads the first 37 bytes of every line (the key and its space) as five
+# unaligned 8-byte words starting at these columns; the last one overlaps the fourth.
+_WORDS = (0, 8, 16, 24, KEY_LEN + 1 - 8)
+HEAD_COLUMNS = np.array([start + i for start in _WORDS for i in range(8)])
+
+
+def _allowed_bytes(digits: bytes) -> np.ndarray:
+    """allowed[j, b]: may byte b stand at column HEAD_COLUMNS[j] of a line?"""
+    hex_digits = np.zeros(256, dtype=bool)
+    hex_digits[list(digits)] = True
+    by_column = np.tile(hex_digits, (KEY_LEN + 1, 1))
+    for column in (8, 13, 18, 23):
+        by_column[column] = False
+        by_column[column, ord("-")] = True
+    by_column[KEY_LEN] = False
+    by_column[KEY_LEN, ord(" ")] = True
+    return by_column[HEAD_COLUMNS]
+
+
+_ALLOWED_LOWER = _allowed_bytes(b"0123456789abcdef")
+_ALLOWED_ANY_CASE = _allowed_bytes(b"0123456789abcdefABCDEF")
+
+
+def check_lines(chunk: bytes | memoryview) -> tuple[np.ndarray, np.ndarray, bool] | None:
+    """None if some line of the chunk is bad, else (starts, ends, upper) of its lines:
+    where each line starts, where its "\n" is, and whether any key has upper-case digits.
+
+    The same checks as parse_line, on all lines at once (except UTF-8, which the
+    caller checks by decoding the chunk).
+    """
+    buf = np.frombuffer(chunk, dtype=np.uint8)
+    if not buf.all():  # a NUL byte
+        return None
+    ends = np.flatnonzero(buf == ord("\n"))  # a chunk always ends with "\n"
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
+    if (ends - starts <= KEY_LEN).any() or (buf[ends - 1] == ord("\r")).any():
+        return None
+    head = line_heads(chunk, starts)
+    columns = np.arange(len(HEAD_COLUMNS))
+    if _ALLOWED_LOWER[columns, head].all():  # the usual case: one pass
+        return starts, ends, False
+    if _ALLOWED_ANY_CASE[columns, head].all():
+        return starts, ends, True
+    return None
+
+
+def line_heads(buf: bytes | memoryview, starts: np.ndarray) -> np.ndarray:
+    """The first 37 bytes (key and space) of each line, as columns HEAD_COLUMNS: (n, 40)."""
+    # An unaligned 8-byte view of the buffer: one gather fetches 8 columns of every line.
+    words = np.ndarray((len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))
+    return np.stack([words[starts + start] for start in _WORDS], axis=1).view(np.uint8)
+
+
+def parse_line(raw: bytes) -> tuple[str, str, str | None]:
+    """(key, value, None) for a good line, ("", "", reason) for a bad one."""
+    if raw.endswith(b"\n"):
+        raw = raw[:-1]
+    if not raw:
+        return "", "", "blank line"
+    if raw.endswith(b"\r"):
+        return "", "", "line ends with CR (Windows line endings?); convert the file to LF"
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        return "", "", f"NUL byte at column {nul + 1}"
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return "", "", f"invalid UTF-8 at byte {e.start + 1} of the line"
+    key, space, value = text.partition(" ")
+    if not space:
+        tab = " (found a tab; the separator is one space)" if "\t" in text else ""
+        return "", "", f"no space between key and value{tab}"
+    if _KEY.fullmatch(key) is None:
+        shown = key if len(key) <= 60 else key[:60] + "..."
+        return "", "", f"key is not a UUID (8-4-4-4-12 hex digits): {shown!r}"
+    return key.lower(), value, None
