@@ -11,7 +11,9 @@ data=${1:-/tmp/kv-bench/kv-1000000.data}
 seconds=${2:-6}
 [ -f "$data" ] || .venv/bin/python scripts/make_data.py 1000000 "$data"
 keys=$(mktemp)
-trap 'rm -f "$keys"' EXIT
+pid=
+# Stop the server and remove the key list however the script ends.
+trap 'rm -f "$keys"; [ -z "$pid" ] || kill "$pid" 2>/dev/null || true' EXIT
 head -n 100000 "$data" | cut -c1-36 > "$keys"
 for cls in gevent gthread sync; do
   port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -29,4 +31,5 @@ for cls in gevent gthread sync; do
   done
   kill "$pid"
   wait "$pid" 2>/dev/null || true
+  pid=
 done
