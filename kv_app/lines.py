@@ -9,6 +9,8 @@ import re
 import numpy as np
 
 KEY_LEN = 36
+DASH_COLUMNS = (8, 13, 18, 23)
+DIGIT_COLUMNS = tuple(c for c in range(KEY_LEN) if c not in DASH_COLUMNS)
 KEY_PATTERN = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _KEY = re.compile(KEY_PATTERN)
 
@@ -23,7 +25,7 @@ def _allowed_bytes(digits: bytes) -> np.ndarray:
     hex_digits = np.zeros(256, dtype=bool)
     hex_digits[list(digits)] = True
     by_column = np.tile(hex_digits, (KEY_LEN + 1, 1))
-    for column in (8, 13, 18, 23):
+    for column in DASH_COLUMNS:
         by_column[column] = False
         by_column[column, ord("-")] = True
     by_column[KEY_LEN] = False
@@ -45,10 +47,7 @@ def check_lines(chunk: bytes | memoryview) -> tuple[np.ndarray, np.ndarray, bool
     buf = np.frombuffer(chunk, dtype=np.uint8)
     if not buf.all():  # a NUL byte
         return None
-    ends = np.flatnonzero(buf == ord("\n"))  # a chunk always ends with "\n"
-    starts = np.empty_like(ends)
-    starts[0] = 0
-    starts[1:] = ends[:-1] + 1
+    starts, ends = line_spans(chunk)
     if (ends - starts <= KEY_LEN).any() or (buf[ends - 1] == ord("\r")).any():
         return None
     head = line_heads(chunk, starts)
@@ -58,6 +57,15 @@ def check_lines(chunk: bytes | memoryview) -> tuple[np.ndarray, np.ndarray, bool
     if _ALLOWED_ANY_CASE[columns, head].all():
         return starts, ends, True
     return None
+
+
+def line_spans(buf: bytes | memoryview) -> tuple[np.ndarray, np.ndarray]:
+    """Where each line of buf starts and where its "\n" is (buf ends with "\n")."""
+    ends = np.flatnonzero(np.frombuffer(buf, dtype=np.uint8) == ord("\n"))
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
+    return starts, ends
 
 
 def line_heads(buf: bytes | memoryview, starts: np.ndarray) -> np.ndarray:

@@ -82,9 +82,7 @@ _HEX_VALUE = np.full(256, 255, dtype=np.uint8)
 for _i, _c in enumerate(b"0123456789abcdef"):
     _HEX_VALUE[_c] = _HEX_VALUE[ord(chr(_c).upper())] = _i
 # Where each of the 32 hex digits of a key sits among the 40 bytes lines.line_heads reads.
-_DIGIT_SLOTS = np.array(
-    [list(lines.HEAD_COLUMNS).index(c) for c in range(lines.KEY_LEN) if c not in (8, 13, 18, 23)]
-)
+_DIGIT_SLOTS = np.array([list(lines.HEAD_COLUMNS).index(c) for c in lines.DIGIT_COLUMNS])
 _LOW64 = (1 << 64) - 1
 _KEYS_AT_ONCE = 1 << 20  # bounds the temporary arrays of _key_halves (about 100 MB)
 
@@ -98,9 +96,6 @@ def _key_halves(buf: bytes, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]
         nibbles = _HEX_VALUE[lines.line_heads(buf, starts[part])[:, _DIGIT_SLOTS]]
         hi[part], lo[part] = _pack_halves(nibbles)
     return hi, lo
-
-
-_KEY_DIGITS = np.array([c for c in range(lines.KEY_LEN) if c not in (8, 13, 18, 23)])
 
 
 def _pack_halves(nibbles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -163,8 +158,8 @@ class CompactStore(Mapping[str, str]):
     @classmethod
     def from_dict(cls, data: Mapping[str, str], report: loader.LoadReport | None = None):
         """The store over canonical key -> value pairs."""
-        lines = "".join(f"{key} {value}\n" for key, value in data.items()).encode("utf-8")
-        spans = loader.Spans(lines, *_line_spans(lines), upper=False)
+        text = "".join(f"{key} {value}\n" for key, value in data.items()).encode("utf-8")
+        spans = loader.Spans(text, *lines.line_spans(text), upper=False)
         return cls.from_spans(spans, report)
 
     def _index(self, key: str) -> int:
@@ -185,17 +180,18 @@ class CompactStore(Mapping[str, str]):
                 return -1
         return i
 
+    def _value(self, i: int) -> str:
+        return self._buf[self._start[i] : self._end[i]].decode("utf-8")
+
     def __getitem__(self, key: str) -> str:
         i = self._index(key)
         if i < 0:
             raise KeyError(key)
-        return self._buf[self._start[i] : self._end[i]].decode("utf-8")
+        return self._value(i)
 
     def get(self, key: str, default: str | None = None) -> str | None:
         i = self._index(key)
-        if i < 0:
-            return default
-        return self._buf[self._start[i] : self._end[i]].decode("utf-8")
+        return default if i < 0 else self._value(i)
 
     def get_many(self, keys: Sequence[str]) -> list[str | None]:
         """The value of each key, None where missing.
@@ -208,7 +204,7 @@ class CompactStore(Mapping[str, str]):
         if not keys or len(text) != lines.KEY_LEN * len(keys):
             return [self.get(key) for key in keys]
         nibbles = _HEX_VALUE[
-            np.frombuffer(text, dtype=np.uint8).reshape(-1, lines.KEY_LEN)[:, _KEY_DIGITS]
+            np.frombuffer(text, dtype=np.uint8).reshape(-1, lines.KEY_LEN)[:, lines.DIGIT_COLUMNS]
         ]
         if (nibbles == 255).any():  # not all canonical: take them one by one
             return [self.get(key) for key in keys]
@@ -239,12 +235,6 @@ class CompactStore(Mapping[str, str]):
 
     def __repr__(self) -> str:
         return f"<CompactStore {len(self):,} pairs>"
-
-
-def _line_spans(buf: bytes) -> tuple[np.ndarray, np.ndarray]:
-    ends = np.flatnonzero(np.frombuffer(buf, dtype=np.uint8) == ord("\n"))
-    starts = np.concatenate(([0], ends[:-1] + 1)).astype(ends.dtype)
-    return starts, ends
 
 
 STORES = {"dict": DictStore, "compact": CompactStore}
