@@ -5,44 +5,85 @@ from __future__ import annotations
 import orjson
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import BadRequest, NotAcceptable, NotFound, RequestEntityTooLarge
+from werkzeug.routing import BaseConverter
 
-from kv_app.store import canonical_key
+from kv_app.keys import canonical_key, malformed
 
 bp = Blueprint("api", __name__)
 
-STORE = "kv_store"  # the key of the loaded store in app.extensions
+STORE = "kv_store"  # the key of the served store in app.extensions
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
 # Accept headers that mean JSON without parsing them (curl, requests, browsers' fetch).
 _JSON_ACCEPTS = frozenset(("*/*", JSON))
-_VARY = {"Vary": "Accept"}
 
 
-def wants_text() -> bool:
-    """Content negotiation for an item: JSON unless the client prefers text/plain."""
+def body_limit(max_batch: int) -> int:
+    """The largest batch body read: room for max_batch ids even pretty-printed."""
+    return max_batch * 64 + 1024
+
+
+def body_left_unread(
+    method: str, path: str, length: int | None, chunked: bool, max_batch: int
+) -> bool:
+    """Will the app leave some of this request's body unread? Only the batch route reads
+    a body, and only up to body_limit; a chunked body may go past it."""
+    if not chunked and not length:
+        return False
+    if method == "POST" and path == "/items/batch":
+        return chunked or length > body_limit(max_batch)
+    return True
+
+
+class ItemIdConverter(BaseConverter):
+    """Any path segment but "batch": /items/batch is the batch route and only that, so
+    GET /items/batch is a 405 and OPTIONS /items/batch allows POST alone."""
+
+    regex = r"(?!batch/?$)[^/]+"
+
+
+@bp.record_once
+def _register_converter(state) -> None:
+    state.app.url_map.converters["item_id"] = ItemIdConverter
+
+
+def store():
+    return current_app.extensions[STORE]
+
+
+def wants_text(*, text_allowed: bool = True) -> bool:
+    """Content negotiation: JSON unless the client prefers text/plain (where allowed)."""
     accept = request.headers.get("Accept")
     if accept is None or accept in _JSON_ACCEPTS:
         return False
-    best = request.accept_mimetypes.best_match((JSON, "text/plain"))
+    offered = (JSON, "text/plain") if text_allowed else (JSON,)
+    best = request.accept_mimetypes.best_match(offered)
     if best is None:
-        raise NotAcceptable(f"cannot answer with {accept!r}: use application/json or text/plain")
+        raise NotAcceptable(f"cannot answer with {accept!r}: use {' or '.join(offered)}")
     return best == "text/plain"
 
 
-@bp.get("/items/<item_id>")
+@bp.after_request
+def data_headers(response: Response) -> Response:
+    """Every answer of the API says which data answered it and that it depends on Accept."""
+    if request.endpoint in ("api.get_item", "api.get_items"):
+        response.headers["X-Data-Version"] = store().version
+        response.vary.add("Accept")
+    return response
+
+
+@bp.get("/items/<item_id:item_id>")
 def get_item(item_id: str) -> Response:
     """Look up the value of one id.
     ---
     tags: [items]
     parameters:
-      - name: item_id
-        in: path
-        required: true
-        description: A UUID, 8-4-4-4-12 hex digits; case does not matter.
-        schema: {type: string, example: 3fa85f64-5717-4562-b3fc-2c963f66afa6}
+      - $ref: '#/components/parameters/ItemId'
     responses:
       200:
         description: The value, as JSON or (with `Accept text/plain`) the bare value.
+        headers:
+          X-Data-Version: {$ref: '#/components/headers/DataVersion'}
         content:
           application/json:
             schema: {$ref: '#/components/schemas/Item'}
@@ -54,15 +95,14 @@ def get_item(item_id: str) -> Response:
     """
     key = canonical_key(item_id)
     if key is None:
-        raise BadRequest(
-            f"malformed id {item_id!r}: expected a UUID such as 3fa85f64-5717-4562-b3fc-2c963f66afa6"
-        )
-    value = current_app.extensions[STORE].get(key)
+        raise BadRequest(malformed(item_id))
+    text = wants_text()
+    value = store().get(key)
     if value is None:
         raise NotFound(f"no item with id {key}")
-    if wants_text():
-        return Response(value, content_type=TEXT, headers=_VARY)
-    return Response(orjson.dumps({"id": key, "value": value}), content_type=JSON, headers=_VARY)
+    if text:
+        return Response(value, content_type=TEXT)
+    return Response(orjson.dumps({"id": key, "value": value}), content_type=JSON)
 
 
 class InvalidIds(BadRequest):
@@ -86,7 +126,7 @@ def batch_ids(body: bytes, limit: int) -> list[str]:
         raise BadRequest('"ids" must be a list of UUID strings')
     if len(ids) > limit:
         raise RequestEntityTooLarge(f"too many ids: {len(ids)}, at most {limit} per request")
-    keys = [canonical_key(i) if isinstance(i, str) else None for i in ids]
+    keys = [canonical_key(i) for i in ids]
     bad = [i for i, key in zip(ids, keys, strict=True) if key is None]
     if bad:
         raise InvalidIds(bad)
@@ -101,6 +141,7 @@ def get_items() -> Response:
     description: >
       At most KV_MAX_BATCH ids (1000 by default) and a body of at most 64 bytes per
       allowed id plus 1 KiB. Repeated ids are answered once; ids come back lower-case.
+      A body larger than that is not read: the answer is 413 and the connection closes.
     requestBody:
       required: true
       content:
@@ -109,10 +150,13 @@ def get_items() -> Response:
     responses:
       200:
         description: The values found, and the ids that are not in the data.
+        headers:
+          X-Data-Version: {$ref: '#/components/headers/DataVersion'}
         content:
           application/json:
             schema: {$ref: '#/components/schemas/BatchResponse'}
       400: {$ref: '#/components/responses/BadRequest'}
+      406: {$ref: '#/components/responses/NotAcceptable'}
       413: {$ref: '#/components/responses/TooLarge'}
     """
     try:
@@ -120,8 +164,9 @@ def get_items() -> Response:
     except RequestEntityTooLarge:
         limit = current_app.config["MAX_CONTENT_LENGTH"]
         raise RequestEntityTooLarge(f"body over {limit:,} bytes") from None
+    wants_text(text_allowed=False)
     keys = batch_ids(body, current_app.config["MAX_BATCH"])
-    values = current_app.extensions[STORE].get_many(keys)
+    values = store().get_many(keys)
     items, missing = {}, []
     for key, value in zip(keys, values, strict=True):
         if value is None:
@@ -148,16 +193,17 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """Readiness: the data is loaded and served.
+    """Readiness: the data is loaded and served, and which data it is.
     ---
     tags: [health]
     responses:
       200:
-        description: Ready, with the number of pairs served.
+        description: >
+          Ready: the store, the number of pairs, and the identity of the data (version,
+          path, bytes, sha256, modified, loaded_at ...).
         content:
           application/json:
             schema: {$ref: '#/components/schemas/Ready'}
     """
-    store = current_app.extensions[STORE]
-    body = {"status": "ready", "pairs": len(store), "store": current_app.config["STORE"]}
+    body = {"status": "ready", **store().describe()}
     return Response(orjson.dumps(body), content_type=JSON)

@@ -1,8 +1,10 @@
-"""create_app: config -> load store -> blueprint -> docs -> JSON errors."""
+"""create_app: config -> store -> blueprint -> docs -> JSON errors. Opening the store and
+building the app are apart: a store can be opened, or swapped (set_store), on its own."""
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,46 +14,67 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.http import HTTP_STATUS_CODES
 
 from kv_app import api, config, docs
-from kv_app.loader import tty_progress
-from kv_app.store import STORES, CompactStore, DictStore
+from kv_app.loader import LoadError, tty_progress
+from kv_app.stores import STORES, Store
 
 log = logging.getLogger("kv_app")
 
 
-def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app and load its data: defaults, then KV_* variables, then overrides.
+def create_app(overrides: Mapping[str, Any] | None = None, store: Store | None = None) -> Flask:
+    """The app over store, or over the store its settings name: defaults, then KV_*
+    variables, then overrides.
 
-    Raises LoadError when the data file cannot be served and ConfigError for a bad setting.
+    Raises LoadError when the data cannot be served and ConfigError for a bad setting.
     """
+    settings = config.resolve(**dict(overrides or {}))
+    if store is None:
+        store = open_store(settings)
     app = Flask(__name__)
-    app.config.update(config.resolve(**dict(overrides or {})))
+    app.config.update(settings)
     # Room for MAX_BATCH ids even pretty-printed; anything larger is refused (413) unread.
-    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BATCH"] * 64 + 1024
-    path = app.config["DATA_PATH"]
-    if not path:
-        raise config.ConfigError("no data file: pass DATA_FILE or set KV_DATA_PATH")
-    store = load_store(path, app.config["ON_ERROR"], app.config["STORE"])
-    app.extensions[api.STORE] = store
+    app.config["MAX_CONTENT_LENGTH"] = api.body_limit(settings["MAX_BATCH"])
     app.register_blueprint(api.bp)
     docs.init_docs(app)
+    set_store(app, store)
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(Exception, unexpected_error)
     app.after_request(security_headers)
     return app
 
 
-def load_store(path: str, on_error: str, kind: str) -> DictStore | CompactStore:
-    """Load the data file into the chosen store and log one line about it."""
-    if kind not in STORES:
-        raise config.ConfigError(f"unknown store {kind!r}: expected one of {', '.join(STORES)}")
-    store = STORES[kind].from_file(path, strict=on_error == "strict", progress=tty_progress())
+def open_store(settings: Mapping[str, Any]) -> Store:
+    """Load the data the settings name into their kind of store; log one line about it."""
+    path = settings["DATA_PATH"]
+    if not path:
+        raise config.ConfigError("no data file: pass DATA_FILE or set KV_DATA_PATH")
+    kind = STORES[settings["STORE"]]
+    store = kind.from_file(path, strict=settings["ON_ERROR"] == "strict", progress=tty_progress())
     report = store.report
     if report.bom:
         log.warning("%s: ignored a UTF-8 byte-order mark at the start of the file", path)
     for problem in report.skipped[:20]:
         log.warning("skipped %s", problem.format(path))
-    log.info("%s", report.summary())
+    log.info("%s store: %s", kind.name, report.summary())
     return store
+
+
+def set_store(app: Flask, store: Store) -> None:
+    """Serve store from now on (the one reference the app holds: the old one is freed)."""
+    app.extensions[api.STORE] = store
+    docs.show_example(app, next(iter(store), None))
+
+
+def app_from_environ() -> Flask:
+    """The app from KV_* variables, for gunicorn. A setting or data file that cannot be
+    served stops start-up with one line on stderr and exit status 1."""
+    try:
+        return create_app()
+    except (LoadError, config.ConfigError) as e:
+        print(f"kv-app: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    except MemoryError:
+        print("kv-app: out of memory while loading the data", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
 
 
 def error_response(status: int, message: str, headers=None, **extra: Any) -> Response:

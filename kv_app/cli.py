@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import click
 
@@ -13,7 +12,8 @@ from kv_app.client import KVClient, KVError
 from kv_app.loader import LoadError
 from kv_app.loader import check as check_file
 
-CONFIG_FILE = "gunicorn.conf.py"
+# The packaged gunicorn settings: found wherever kv_app is installed.
+GUNICORN_CONFIG = "python:kv_app.gunicorn_conf"
 
 
 def _option(name: str, **kwargs):
@@ -21,11 +21,11 @@ def _option(name: str, **kwargs):
     setting = config.BY_NAME[name]
     if setting.choices:
         kwargs.setdefault("type", click.Choice(setting.choices))
-    elif isinstance(setting.default, bool):
+    elif setting.kind is bool:
         kwargs.setdefault("is_flag", True)
         kwargs.setdefault("default", None)
-    elif isinstance(setting.default, int):
-        kwargs.setdefault("type", int)
+    elif setting.kind is int:
+        kwargs.setdefault("type", click.IntRange(setting.low, setting.high))
     return click.option(
         setting.flag,
         name.lower(),
@@ -35,19 +35,9 @@ def _option(name: str, **kwargs):
     )
 
 
-def find_gunicorn_config() -> Path:
-    """gunicorn.conf.py beside wsgi.py: next to the package (a checkout) or in the cwd."""
-    for folder in (Path(__file__).resolve().parent.parent, Path.cwd()):
-        if (folder / CONFIG_FILE).is_file() and (folder / "wsgi.py").is_file():
-            return folder / CONFIG_FILE
-    raise click.ClickException(
-        f"cannot find {CONFIG_FILE} and wsgi.py: run from the kv_app checkout or the image's /app"
-    )
-
-
-def gunicorn_command(conf: Path) -> list[str]:
-    """The command line that runs gunicorn with the project's config file."""
-    return [sys.executable, "-m", "gunicorn", "--config", str(conf), "--chdir", str(conf.parent)]
+def gunicorn_command() -> list[str]:
+    """The command line that runs gunicorn with kv_app's packaged settings."""
+    return [sys.executable, "-m", "gunicorn", "--config", GUNICORN_CONFIG]
 
 
 @click.group()
@@ -70,15 +60,16 @@ def cli() -> None:
 @_option("MAX_BATCH")
 @_option("ACCESS_LOG")
 @_option("LOG_LEVEL")
+@_option("PID_FILE")
 def serve(data_file: str, **settings) -> None:
-    """Serve DATA_FILE over HTTP with gunicorn (gunicorn.conf.py)."""
+    """Serve DATA_FILE over HTTP with gunicorn (settings: kv_app/gunicorn_conf.py)."""
     env = dict(os.environ)
     env["KV_DATA_PATH"] = os.path.abspath(data_file)
     for name, value in settings.items():
         if value is not None:
             setting = config.BY_NAME[name.upper()]
             env[setting.env] = str(int(value) if isinstance(value, bool) else value)
-    command = gunicorn_command(find_gunicorn_config())
+    command = gunicorn_command()
     os.execve(command[0], command, env)  # gunicorn becomes this process: signals reach it
 
 

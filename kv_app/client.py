@@ -7,6 +7,8 @@ from typing import Any
 
 import requests
 
+from kv_app.keys import canonical_key, malformed
+
 
 class KVError(Exception):
     """The server answered with an error, or could not be reached."""
@@ -16,8 +18,27 @@ class KVError(Exception):
         self.status = status
 
 
+def _checked(key: object) -> str:
+    """The canonical form of key; ValueError, as the server's 400, if it is no UUID."""
+    canonical = canonical_key(key)
+    if canonical is None:
+        raise ValueError(malformed(key))
+    return canonical
+
+
+def _json(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise KVError(
+            f"HTTP {response.status_code}: not a kv_app answer (not JSON)", response.status_code
+        ) from None
+
+
 class KVClient:
-    """Same verbs as the store: get, [], in, plus get_many. Keys may be in either case.
+    """Same verbs as the store: get, [], in, plus get_many. Keys may be in either case and
+    are checked here as the server checks them: a malformed key raises ValueError for get,
+    [] and get_many, and is simply not `in` the store. Any other failure is a KVError.
 
     >>> with KVClient("http://127.0.0.1:8123") as kv:
     ...     kv.get("3fa85f64-5717-4562-b3fc-2c963f66afa6")
@@ -61,19 +82,28 @@ class KVClient:
 
         Raises ValueError for a malformed key and KVError for other errors.
         """
+        key = _checked(key)
         response = self._request("GET", f"/items/{key}", headers={"Accept": "application/json"})
         if response.status_code == 404:
             return default
         if response.status_code != 200:
             self._raise(response)
-        return response.json()["value"]
+        body = _json(response)
+        if not isinstance(body, dict) or not isinstance(body.get("value"), str):
+            raise KVError(f"HTTP 200: unexpected answer for {key}", 200)
+        return body["value"]
 
     def get_many(self, keys: Iterable[str]) -> dict[str, str]:
         """Lower-case id -> value for each of keys the server has (POST /items/batch).
 
-        Sends batch_size ids a request. Raises ValueError naming malformed keys.
+        Sends batch_size ids a request. Raises ValueError naming malformed keys (before
+        sending anything).
         """
         keys = list(keys)
+        bad = [key for key in keys if canonical_key(key) is None]
+        if bad:
+            shown = ", ".join(map(repr, bad[:10])) + (" ..." if len(bad) > 10 else "")
+            raise ValueError(f"{len(bad)} malformed ids: each must be a UUID string: {shown}")
         found: dict[str, str] = {}
         for i in range(0, len(keys), self.batch_size):
             response = self._request(
@@ -81,7 +111,10 @@ class KVClient:
             )
             if response.status_code != 200:
                 self._raise(response)
-            found.update(response.json()["items"])
+            body = _json(response)
+            if not isinstance(body, dict) or not isinstance(body.get("items"), dict):
+                raise KVError("HTTP 200: unexpected answer to a batch", 200)
+            found.update(body["items"])
         return found
 
     def __getitem__(self, key: str) -> str:
@@ -91,7 +124,8 @@ class KVClient:
         return value
 
     def __contains__(self, key: object) -> bool:
-        if not isinstance(key, str):
+        key = canonical_key(key)
+        if key is None:
             return False
         response = self._request("HEAD", f"/items/{key}")
         if response.status_code == 404:
@@ -105,7 +139,7 @@ class KVClient:
         response = self._request("GET", "/readyz")
         if response.status_code != 200:
             self._raise(response)
-        return response.json()
+        return _json(response)
 
     def close(self) -> None:
         self.session.close()

@@ -1,17 +1,25 @@
-"""Every kv_app setting: the one place its default and its help line live.
+"""Every kv_app setting: the one place its type, range, default and help line live.
 
 Each setting has three spellings: the config key (``DATA_PATH``), the environment
-variable (``KV_DATA_PATH``) and the command-line flag (``--data-path``).
+variable (``KV_DATA_PATH``) and the command-line flag (``--data-path``). Values are
+checked wherever they come from; a bad one is a ConfigError naming it.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kv_app.stores import STORES
+
 ENV_PREFIX = "KV_"
+# KV_* variables read by something other than the server (`kv-app get`).
+OTHER_ENV = frozenset({"KV_URL"})
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
 
 
 class ConfigError(ValueError):
@@ -23,7 +31,10 @@ class Setting:
     name: str
     default: Any
     help: str
+    kind: type = str
     choices: tuple[str, ...] = ()
+    low: int | None = None
+    high: int | None = None
 
     @property
     def env(self) -> str:
@@ -33,24 +44,46 @@ class Setting:
     def flag(self) -> str:
         return "--" + self.name.lower().replace("_", "-")
 
-    def parse(self, raw: str) -> Any:
-        """Turn an environment string into a value of the default's type."""
-        kind = type(self.default)
-        if kind is bool:
+    def expected(self) -> str:
+        """What a good value looks like, for error messages and help."""
+        if self.kind is bool:
+            return "true or false"
+        if self.kind is int:
+            return f"a whole number from {self.low} to {self.high}"
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        return "a string"
+
+    def parse(self, raw: str, spelling: str | None = None) -> Any:
+        """Turn a string (an environment variable) into a checked value."""
+        spelling = spelling or self.env
+        value: Any = raw
+        if self.kind is bool:
             low = raw.strip().lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off", ""):
-                return False
-            raise ConfigError(f"{self.env}={raw!r}: expected true or false")
-        if kind is int:
+            if low not in _TRUE + _FALSE:
+                raise ConfigError(f"{spelling}={raw!r}: expected {self.expected()}")
+            value = low in _TRUE
+        elif self.kind is int:
             try:
-                return int(raw)
+                value = int(raw.strip())
             except ValueError:
-                raise ConfigError(f"{self.env}={raw!r}: expected a whole number") from None
-        if self.choices and raw not in self.choices:
-            raise ConfigError(f"{self.env}={raw!r}: expected one of {', '.join(self.choices)}")
-        return raw
+                raise ConfigError(f"{spelling}={raw!r}: expected {self.expected()}") from None
+        return self.check(value, spelling)
+
+    def check(self, value: Any, spelling: str | None = None) -> Any:
+        """The value if it has this setting's type and range; else ConfigError."""
+        spelling = spelling or self.name
+        if value is None and self.default is None:
+            return None
+        if self.kind is not bool and isinstance(value, bool) or not isinstance(value, self.kind):
+            if isinstance(value, str):
+                return self.parse(value, spelling)
+            raise ConfigError(f"{spelling}={value!r}: expected {self.expected()}")
+        if self.kind is int and not self.low <= value <= self.high:
+            raise ConfigError(f"{spelling}={value!r}: expected {self.expected()}")
+        if self.choices and value not in self.choices:
+            raise ConfigError(f"{spelling}={value!r}: expected {self.expected()}")
+        return value
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -60,36 +93,41 @@ SETTINGS: tuple[Setting, ...] = (
         "ON_ERROR",
         "strict",
         "Bad data lines: strict refuses to start; lenient skips them and logs where.",
-        ("strict", "lenient"),
+        choices=("strict", "lenient"),
     ),
     Setting(
         "STORE",
         "dict",
-        "Store: dict (one Python dict) or compact (numpy arrays, memory flat under traffic).",
-        ("dict", "compact"),
+        "Store: " + "; ".join(f"{k.name} ({k.help})" for k in STORES.values()) + ".",
+        choices=tuple(STORES),
     ),
-    Setting("MAX_BATCH", 1000, "Most ids one POST /items/batch may ask for."),
-    # Read by gunicorn.conf.py.
+    Setting("MAX_BATCH", 1000, "Most ids one POST /items/batch may ask for.", int, (), 1, 100_000),
+    # Read by kv_app/gunicorn_conf.py.
     Setting("HOST", "127.0.0.1", "Address to listen on (the Docker image sets 0.0.0.0)."),
-    Setting("PORT", 8123, "TCP port to listen on."),
-    Setting("WORKERS", 2, "Worker processes (about one per core)."),
+    Setting("PORT", 8123, "TCP port to listen on.", int, (), 1, 65535),
+    Setting("WORKERS", 2, "Worker processes (about one per core).", int, (), 1, 64),
     Setting(
         "WORKER_CLASS",
         "gevent",
         "gunicorn worker class: gevent (lowest p50 and p99), gthread (more requests/s "
         "when saturated; put nginx in front), sync.",
-        ("gevent", "gthread", "sync"),
+        choices=("gevent", "gthread", "sync"),
     ),
-    Setting("CONNECTIONS", 1000, "Simultaneous connections per worker (gevent)."),
-    Setting("THREADS", 8, "Threads per worker (gthread)."),
-    Setting("TIMEOUT", 30, "Seconds a worker may be silent before it is restarted."),
-    Setting("ACCESS_LOG", False, "Log every request to stdout (costs throughput)."),
+    Setting(
+        "CONNECTIONS", 1000, "Simultaneous connections per worker (gevent).", int, (), 1, 100_000
+    ),
+    Setting("THREADS", 8, "Threads per worker (gthread).", int, (), 1, 256),
+    Setting(
+        "TIMEOUT", 30, "Seconds a worker may be silent before it is restarted.", int, (), 1, 3600
+    ),
+    Setting("ACCESS_LOG", False, "Log every request to stdout (costs throughput).", bool),
     Setting(
         "LOG_LEVEL",
         "info",
-        "Log level of the server log on stderr.",
-        ("debug", "info", "warning", "error", "critical"),
+        "Level of the server log on stderr (gunicorn's and kv_app's own messages).",
+        choices=("debug", "info", "warning", "error", "critical"),
     ),
+    Setting("PID_FILE", None, "Write the master's PID to this file (for kill -HUP)."),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -103,8 +141,29 @@ def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
 
 
 def resolve(environ: Mapping[str, str] | None = None, **overrides: Any) -> dict[str, Any]:
-    """Defaults, then KV_* variables, then explicit overrides."""
+    """Defaults, then KV_* variables, then explicit overrides, every value checked."""
     values = dict(DEFAULTS)
     values.update(from_environ(environ))
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        if name not in BY_NAME:
+            raise ConfigError(f"{name}: not a kv_app setting{_suggest(name, BY_NAME)}")
+        values[name] = BY_NAME[name].check(value)
     return values
+
+
+def unknown_environ(environ: Mapping[str, str] | None = None) -> list[str]:
+    """A warning for each KV_* variable that is no setting (a typo is otherwise silent)."""
+    environ = os.environ if environ is None else environ
+    known = {s.env for s in SETTINGS} | OTHER_ENV
+    return [
+        f"{name} is not a kv_app setting, ignored{_suggest(name, known)}"
+        for name in sorted(environ)
+        if name.startswith(ENV_PREFIX) and name not in known
+    ]
+
+
+def _suggest(name: str, known) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""

@@ -1,24 +1,64 @@
 """API docs served by the app itself, offline: Swagger UI at /docs, ReDoc at /redoc,
-the OpenAPI 3 spec at /openapi.json. No Flask views of the API live here."""
+the OpenAPI 3 spec at /openapi.json. No Flask views of the API live here.
+
+flasgger builds the spec from the views' docstrings; the two pages are kv_app's own
+templates over vendored bundles (kv_app/static), so nothing else is served: none of
+flasgger's own static files (an old Swagger UI and jQuery) and none of its extra routes.
+"""
 
 from __future__ import annotations
+
+import copy
 
 from flasgger import NO_SANITIZER, Swagger
 from flask import Blueprint, Flask, Response, render_template
 
-from kv_app import __version__
+from kv_app import __version__, keys
+from kv_app.stores import STORES
 
 bp = Blueprint("docs", __name__)
 
 SPEC_URL = "/openapi.json"
+SWAGGER = "kv_app.docs"  # the key of the app's flasgger object in app.extensions
+# Swagger UI injects inline styles; its start-up script is a file (static/docs).
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'"
+)
 # ReDoc 2.x always shows a footer logo from a CDN; this keeps the page offline.
-REDOC_CSP = "img-src 'self' data: blob:; connect-src 'self'"
+REDOC_CSP = "img-src 'self' data: blob:; connect-src 'self'; frame-ancestors 'none'"
+
+# What each error status looks like, shown as its example in /docs and /redoc.
+ERRORS = {
+    "BadRequest": (400, "Malformed input.", keys.malformed("abc")),
+    "NotFound": (404, "No item with that id.", f"no item with id {keys.EXAMPLE}"),
+    "MethodNotAllowed": (405, "Only POST is allowed here.", "The method is not allowed."),
+    "NotAcceptable": (
+        406,
+        "The Accept header allows neither JSON nor text.",
+        "cannot answer with 'image/png': use application/json or text/plain",
+    ),
+    "TooLarge": (413, "Too many ids, or a body too large.", "too many ids: 1001, at most 1000"),
+}
+_NAMES = {
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    413: "Request Entity Too Large",
+}
 
 
-def _error(description: str) -> dict:
+def _error(status: int, description: str, message: str) -> dict:
+    example = {"status": status, "error": _NAMES[status], "message": message}
     return {
         "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        "content": {
+            "application/json": {
+                "schema": {"$ref": "#/components/schemas/Error"},
+                "example": example,
+            }
+        },
     }
 
 
@@ -29,6 +69,19 @@ TEMPLATE = {
         "description": "Read-only key-value server: the value of every id of a data file.",
     },
     "components": {
+        "parameters": {
+            "ItemId": {
+                "name": "item_id",
+                "in": "path",
+                "required": True,
+                "description": "A UUID, 8-4-4-4-12 hex digits; case does not matter.",
+                "schema": {
+                    "type": "string",
+                    "pattern": keys.ANCHORED_PATTERN,
+                    "example": keys.EXAMPLE,  # replaced by a key of the data served
+                },
+            }
+        },
         "schemas": {
             "Item": {
                 "type": "object",
@@ -42,9 +95,9 @@ TEMPLATE = {
                 "type": "object",
                 "required": ["status", "error", "message"],
                 "properties": {
-                    "status": {"type": "integer", "example": 404},
-                    "error": {"type": "string", "example": "Not Found"},
-                    "message": {"type": "string", "example": "no item with id 3fa85f64-..."},
+                    "status": {"type": "integer"},
+                    "error": {"type": "string"},
+                    "message": {"type": "string"},
                     "ids": {
                         "type": "array",
                         "items": {},
@@ -59,9 +112,9 @@ TEMPLATE = {
                 "properties": {
                     "ids": {
                         "type": "array",
-                        "maxItems": 1000,
-                        "items": {"type": "string"},
-                        "example": ["3fa85f64-5717-4562-b3fc-2c963f66afa6"],
+                        "maxItems": 1000,  # replaced by the app's MAX_BATCH
+                        "items": {"type": "string", "pattern": keys.ANCHORED_PATTERN},
+                        "example": [keys.EXAMPLE],
                     }
                 },
             },
@@ -87,27 +140,34 @@ TEMPLATE = {
             },
             "Ready": {
                 "type": "object",
+                "required": ["status", "store", "pairs", "version"],
                 "properties": {
                     "status": {"type": "string", "example": "ready"},
+                    "store": {"type": "string", "enum": list(STORES)},
                     "pairs": {"type": "integer", "example": 10000},
-                    "store": {"type": "string", "enum": ["dict", "compact"]},
+                    "version": {
+                        "type": "string",
+                        "description": "The data version, as in the X-Data-Version header.",
+                    },
                 },
+                "additionalProperties": True,
             },
         },
-        "responses": {
-            "BadRequest": _error("Malformed input."),
-            "NotFound": _error("No item with that id."),
-            "NotAcceptable": _error("The Accept header allows neither JSON nor text."),
-            "TooLarge": _error("Too many ids, or a body too large."),
+        "headers": {
+            "DataVersion": {
+                "description": "The version of the data that answered (see /readyz).",
+                "schema": {"type": "string"},
+            }
         },
+        "responses": {name: _error(*error) for name, error in ERRORS.items()},
     },
 }
 
-SWAGGER = {
+SWAGGER_CONFIG = {
     "openapi": "3.0.3",
     "title": "kv_app API",
-    "uiversion": 3,
-    "specs_route": "/docs/",
+    # Only the spec: the pages are kv_app's own (no flasgger static files or routes).
+    "swagger_ui": False,
     "specs": [
         {
             "endpoint": "openapi",
@@ -116,18 +176,16 @@ SWAGGER = {
             "model_filter": lambda tag: True,
         }
     ],
-    "static_url_path": "/flasgger_static",
     "headers": [],
-    # Without this the page renders `let auth_config = None;` and never starts.
-    "auth": {},
-    "hide_top_bar": True,
-    # A current Swagger UI (vendored, see scripts/vendor_assets.sh) instead of the 2020
-    # one bundled with flasgger: it ignores /docs/?url=... (no spoofed specs).
-    "swagger_ui_bundle_js": "/static/swagger-ui/swagger-ui-bundle.js",
-    "swagger_ui_standalone_preset_js": "/static/swagger-ui/swagger-ui-standalone-preset.js",
-    "swagger_ui_css": "/static/swagger-ui/swagger-ui.css",
-    "favicon": "/static/swagger-ui/favicon-32x32.png",
 }
+
+
+@bp.get("/docs/")
+def swagger_ui() -> Response:
+    """The Swagger UI page ('Try it out' works against this server)."""
+    response = Response(render_template("docs.html", spec_url=SPEC_URL))
+    response.headers["Content-Security-Policy"] = DOCS_CSP
+    return response
 
 
 @bp.get("/redoc")
@@ -140,6 +198,19 @@ def redoc() -> Response:
 
 def init_docs(app: Flask) -> None:
     """Serve /docs, /redoc and /openapi.json."""
-    app.config["SWAGGER"] = SWAGGER
-    Swagger(app, template=TEMPLATE, sanitizer=NO_SANITIZER)
+    app.config["SWAGGER"] = SWAGGER_CONFIG
+    template = copy.deepcopy(TEMPLATE)  # this app's limits and example id go in its copy
+    schema = template["components"]["schemas"]["BatchRequest"]["properties"]["ids"]
+    schema["maxItems"] = app.config["MAX_BATCH"]
+    app.extensions[SWAGGER] = Swagger(app, template=template, sanitizer=NO_SANITIZER)
     app.register_blueprint(bp)
+
+
+def show_example(app: Flask, key: str | None) -> None:
+    """Make key (one of the data served) the example id of 'Try it out'."""
+    swagger = app.extensions[SWAGGER]
+    key = key or keys.EXAMPLE
+    swagger.template["components"]["parameters"]["ItemId"]["schema"]["example"] = key
+    ids = swagger.template["components"]["schemas"]["BatchRequest"]["properties"]["ids"]
+    ids["example"] = [key]
+    swagger.apispecs.clear()  # flasgger caches the spec it built

@@ -4,15 +4,9 @@ check_lines all lines of a chunk at once with numpy (its fast path). No Flask he
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
-KEY_LEN = 36
-DASH_COLUMNS = (8, 13, 18, 23)
-DIGIT_COLUMNS = tuple(c for c in range(KEY_LEN) if c not in DASH_COLUMNS)
-KEY_PATTERN = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-_KEY = re.compile(KEY_PATTERN)
+from kv_app.keys import DASH_COLUMNS, KEY_LEN, canonical_key
 
 # The fast path reads the first 37 bytes of every line (the key and its space) as five
 # unaligned 8-byte words starting at these columns; the last one overlaps the fourth.
@@ -94,7 +88,8 @@ def parse_line(raw: bytes) -> tuple[str, str, str | None]:
     if not space:
         tab = " (found a tab; the separator is one space)" if "\t" in text else ""
         return "", "", f"no space between key and value{tab}"
-    if _KEY.fullmatch(key) is None:
+    canonical = canonical_key(key)
+    if canonical is None:
         shown = key if len(key) <= 60 else key[:60] + "..."
         return "", "", f"key is not a UUID (8-4-4-4-12 hex digits): {shown!r}"
-    return key.lower(), value, None
+    return canonical, value, None

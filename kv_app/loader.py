@@ -11,12 +11,14 @@ Python objects per pair, for CompactStore.
 from __future__ import annotations
 
 import gc
+import hashlib
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import BinaryIO
 
 import numpy as np
@@ -56,7 +58,8 @@ class LoadError(Exception):
 
 @dataclass
 class LoadReport:
-    """What a load did: pairs kept, bytes read, seconds taken, lines skipped."""
+    """What a load did and which data it read: pairs kept, bytes read, seconds taken,
+    lines skipped, and the file's identity (path, size, mtime, SHA-256 of its bytes)."""
 
     path: str
     pairs: int = 0
@@ -64,17 +67,43 @@ class LoadReport:
     seconds: float = 0.0
     skipped: list[Problem] = field(default_factory=list)
     bom: bool = False
+    sha256: str = ""
+    mtime: float = 0.0
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def version(self) -> str:
+        """A short name of the content: the first 16 hex digits of its SHA-256."""
+        return self.sha256[:16]
+
+    def describe(self) -> dict:
+        """The identity of the data, as /readyz shows it."""
+        return {
+            "version": self.version,
+            "path": os.path.abspath(self.path),
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "modified": _iso(self.mtime),
+            "loaded_at": _iso(self.loaded_at),
+            "load_seconds": round(self.seconds, 3),
+            "skipped_lines": len(self.skipped),
+        }
 
     def summary(self) -> str:
         text = (
             f"loaded {self.pairs:,} pairs ({self.bytes / 1e6:,.1f} MB) "
-            f"from {self.path} in {self.seconds:.2f} s"
+            f"from {os.path.abspath(self.path)} in {self.seconds:.2f} s: version "
+            f"{self.version}, sha256 {self.sha256}, modified {_iso(self.mtime)}"
         )
         if self.skipped:
             where = ", ".join(str(p.line) for p in self.skipped[:SHOWN_PROBLEMS])
             more = " ..." if len(self.skipped) > SHOWN_PROBLEMS else ""
             text += f"; skipped {len(self.skipped):,} bad lines (lines {where}{more})"
         return text
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
 def load(
@@ -84,22 +113,25 @@ def load(
 
     strict: any bad line raises LoadError. Otherwise bad lines are skipped and listed in
     the report; a duplicate key keeps its first value. A file with no good pair always
-    raises LoadError.
+    raises LoadError, and so does a read error (`path: cannot read: reason`).
     """
     started = time.perf_counter()
     name = os.fspath(path)
     report = LoadReport(path=name)
-    with _open(name) as f, _gc_paused():
+    with _open(name) as f, _read_errors(name), _gc_paused():
         before = os.fstat(f.fileno())
         size = before.st_size
-        data = _load_fast(f, size, progress)
+        digest = hashlib.sha256()
+        data = _load_fast(f, size, progress, digest)
         if data is None:
             f.seek(0)
-            data, problems, report.bom = _load_lines(f)
+            digest = hashlib.sha256()
+            data, problems, report.bom = _load_lines(f, digest)
             if problems and strict:
                 raise _error(name, problems)
             report.skipped = problems
         report.bytes = _check_unchanged(name, f, before)
+        report.sha256, report.mtime = digest.hexdigest(), before.st_mtime
     if not data:
         raise LoadError(f"{name}: no valid pairs" if report.skipped else f"{name}: file is empty")
     report.pairs = len(data)
@@ -113,8 +145,8 @@ def check(path: str | os.PathLike[str]) -> tuple[int, list[Problem]]:
     File-level problems (missing, a directory, unreadable) raise LoadError.
     """
     name = os.fspath(path)
-    with _open(name) as f:
-        data, problems, _ = _load_lines(f)
+    with _open(name) as f, _read_errors(name):
+        data, problems, _ = _load_lines(f, hashlib.sha256())
     return len(data), problems
 
 
@@ -138,10 +170,11 @@ def load_spans(
     started = time.perf_counter()
     name = os.fspath(path)
     report = LoadReport(path=name)
-    with _open(name) as f:
+    with _open(name) as f, _read_errors(name):
         before = os.fstat(f.fileno())
         buf = f.read()
         report.bytes = _check_unchanged(name, f, before)
+    report.sha256, report.mtime = hashlib.sha256(buf).hexdigest(), before.st_mtime
     if not buf:
         raise LoadError(f"{name}: file is empty")
     if not buf.endswith(b"\n"):
@@ -184,6 +217,17 @@ def _gc_paused():
             gc.enable()
 
 
+@contextmanager
+def _read_errors(name: str):
+    """A read that fails (EIO, ESTALE on a network volume ...) becomes a LoadError."""
+    try:
+        yield
+    except OSError as e:
+        raise LoadError(f"{name}: cannot read: {e.strerror or e}") from None
+    except MemoryError:
+        raise LoadError(f"{name}: out of memory while loading") from None
+
+
 def _open(name: str) -> BinaryIO:
     if os.path.isdir(name):
         raise LoadError(f"{name}: is a directory, not a data file")
@@ -221,13 +265,15 @@ def _error(name: str, problems: list[Problem]) -> LoadError:
     return LoadError("\n".join(lines), tuple(problems))
 
 
-def _chunks(f: BinaryIO) -> Iterator[bytes]:
-    """The file in pieces that end at a line end (the last piece gets one if it lacks it)."""
+def _chunks(f: BinaryIO, digest) -> Iterator[bytes]:
+    """The file in pieces that end at a line end (the last piece gets one if it lacks it);
+    digest is updated with every byte read."""
     rest = b""
     while True:
         block = f.read(CHUNK_BYTES)
         if not block:
             break
+        digest.update(block)
         block = rest + block
         cut = block.rfind(b"\n") + 1
         rest = block[cut:]
@@ -237,11 +283,11 @@ def _chunks(f: BinaryIO) -> Iterator[bytes]:
         yield rest + b"\n"
 
 
-def _load_fast(f: BinaryIO, size: int, progress: Progress | None) -> dict[str, str] | None:
+def _load_fast(f: BinaryIO, size: int, progress: Progress | None, digest) -> dict[str, str] | None:
     """The dict, or None when any chunk needs the line-by-line path."""
     data: dict[str, str] = {}
     done = 0
-    for chunk in _chunks(f):
+    for chunk in _chunks(f, digest):
         checked = check_lines(chunk)
         if checked is None:
             return None
@@ -267,13 +313,15 @@ def _load_fast(f: BinaryIO, size: int, progress: Progress | None) -> dict[str, s
     return data
 
 
-def _load_lines(f: BinaryIO) -> tuple[dict[str, str], list[Problem], bool]:
-    """The reference path: every line checked on its own. Returns (data, problems, bom)."""
+def _load_lines(f: BinaryIO, digest) -> tuple[dict[str, str], list[Problem], bool]:
+    """The reference path: every line checked on its own. Returns (data, problems, bom);
+    digest is updated with every byte read."""
     data: dict[str, str] = {}
     first_seen: dict[str, int] = {}
     problems: list[Problem] = []
     bom = False
     for number, raw in enumerate(f, 1):
+        digest.update(raw)
         if number == 1 and raw.startswith(BOM):
             raw = raw[len(BOM) :]
             bom = True

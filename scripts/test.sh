@@ -3,7 +3,7 @@
 # Creates .venv if needed and installs kv_app with its test extras first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/_venv.sh test
+VENV_EXTRAS=test source scripts/_venv.sh
 ruff check .
 ruff format --check .
 bash scripts/vendor_assets.sh

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from kv_app.app import create_app
+from kv_app.stores import STORES
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DATA = ROOT.parent / "shared" / "data" / "example.data"
@@ -75,7 +76,7 @@ def data(data_file) -> dict[str, str]:
     return dict(make_data.pairs(2000, seed=7))
 
 
-@pytest.fixture(scope="session", params=["dict", "compact"])
+@pytest.fixture(scope="session", params=sorted(STORES))
 def store_kind(request) -> str:
     """Every test that uses it runs against both stores."""
     return request.param
@@ -174,3 +175,11 @@ def server(data_file, store_kind):
     yield s
     s.stop()
     s.output.close()
+
+
+@pytest.fixture(scope="session")
+def tricky_file_once(tmp_path_factory) -> dict:
+    """A store of each kind over TRICKY, for property tests (one file per session)."""
+    path = tmp_path_factory.mktemp("tricky") / "tricky.data"
+    write_tricky(path)
+    return {name: kind.from_file(path) for name, kind in STORES.items()}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from datetime import UTC, datetime
 
 import pytest
 
@@ -79,13 +81,36 @@ def test_content_negotiation(tricky_client, accept, content_type):
     assert r.status_code == 200 and r.content_type == content_type
 
 
-def test_health_and_readiness(client, data, store_kind):
+def test_health_and_readiness(client, data, data_file, store_kind):
     assert client.get("/healthz").get_json() == {"status": "ok"}
-    assert client.get("/readyz").get_json() == {
+    ready = client.get("/readyz").get_json()
+    sha256 = hashlib.sha256(data_file.read_bytes()).hexdigest()
+    assert ready == {
         "status": "ready",
         "pairs": len(data),
         "store": store_kind,
+        "version": sha256[:16],
+        "path": str(data_file),
+        "bytes": data_file.stat().st_size,
+        "sha256": sha256,
+        "modified": ready["modified"],
+        "loaded_at": ready["loaded_at"],
+        "load_seconds": ready["load_seconds"],
+        "skipped_lines": 0,
     }
+    modified = datetime.fromtimestamp(data_file.stat().st_mtime, UTC)
+    assert ready["modified"] == modified.isoformat(timespec="seconds")
+
+
+def test_item_answers_name_the_data_version(client, data):
+    version = client.get("/readyz").get_json()["version"]
+    key = next(iter(data))
+    for r in (
+        client.get(f"/items/{key}"),
+        client.get("/items/00000000-0000-4000-8000-000000000000"),
+        client.post("/items/batch", json={"ids": [key]}),
+    ):
+        assert r.headers["X-Data-Version"] == version
 
 
 def assert_error(r, status: int, fragment: str = ""):
@@ -212,5 +237,23 @@ def test_batch_limit_is_a_setting(data_file):
     assert_error(post_batch(client, {"ids": [MISSING] * 3}), 413, "at most 2")
 
 
-def test_get_on_the_batch_route_is_a_malformed_id(client):
-    assert_error(client.get("/items/batch"), 400, "malformed id 'batch'")
+def test_the_batch_route_allows_post_alone(client):
+    """A fuzzer found OPTIONS /items/batch advertising GET (the item route matched)."""
+    r = client.get("/items/batch")
+    assert_error(r, 405)
+    assert set(r.headers["Allow"].split(", ")) == {"POST", "OPTIONS"}
+    assert set(client.options("/items/batch").headers["Allow"].split(", ")) == {"POST", "OPTIONS"}
+    assert_error(client.get("/items/batches"), 400, "malformed id 'batches'")
+
+
+def test_batch_honours_accept_like_get(client, data):
+    r = client.get(f"/items/{next(iter(data))}", headers={"Accept": "image/png"})
+    assert_error(r, 406)
+    assert r.headers["Vary"] == "Accept"  # a cache must not reuse it for other Accepts
+    r = client.post("/items/batch", json={"ids": []}, headers={"Accept": "image/png"})
+    assert_error(r, 406, "use application/json")
+    assert r.headers["Vary"] == "Accept"
+    r = client.post("/items/batch", json={"ids": []}, headers={"Accept": "text/plain"})
+    assert_error(r, 406)
+    r = client.post("/items/batch", json={"ids": []}, headers={"Accept": "application/*"})
+    assert r.status_code == 200

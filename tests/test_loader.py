@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pytest
@@ -30,11 +31,13 @@ def test_tricky_values_come_back_exactly(tricky_file):
 
 
 def test_generated_file_fast_path_equals_line_by_line(data_file, data):
-    fast, _ = loader.load(data_file)
+    fast, report = loader.load(data_file)
+    digest = hashlib.sha256()
     with open(data_file, "rb") as f:
-        slow, problems, bom = loader._load_lines(f)
+        slow, problems, bom = loader._load_lines(f, digest)
     assert fast == slow == data
     assert problems == [] and not bom
+    assert report.sha256 == digest.hexdigest() == hashlib.sha256(data_file.read_bytes()).hexdigest()
 
 
 @pytest.mark.parametrize("chunk", [40, 64, 100, 1000])

@@ -3,15 +3,28 @@
 from collections.abc import Mapping
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from conftest import TRICKY
 from kv_app import loader
-from kv_app.store import STORES, CompactStore, DictStore, canonical_key
+from kv_app.stores import STORES, Store
+from kv_app.stores.compact import CompactStore
+from kv_app.stores.dict import DictStore
 
 
 @pytest.fixture
 def store(tricky_file, store_kind):
     path, expected = tricky_file
     return STORES[store_kind].from_file(path), expected
+
+
+def test_every_kind_follows_the_store_protocol(store):
+    s, expected = store
+    assert isinstance(s, Store)
+    described = s.describe()
+    assert described["store"] in STORES and described["pairs"] == len(expected)
+    assert described["version"] == s.version and len(s.version) == 16
 
 
 def test_is_a_mapping_with_every_value(store):
@@ -48,23 +61,6 @@ def test_empty_value_is_a_value_not_a_miss(store):
     s, _ = store
     key = "0b7e6bd2-8d4c-4b6a-9c43-2f1a1e6c0a02"
     assert s[key] == "" and s.get(key, "default") == "" and key in s
-
-
-@pytest.mark.parametrize(
-    "text, expected",
-    [
-        ("8A35EB59-62B3-481C-8875-1F248DF4C952", "8a35eb59-62b3-481c-8875-1f248df4c952"),
-        ("8a35eb59-62b3-481c-8875-1f248df4c952", "8a35eb59-62b3-481c-8875-1f248df4c952"),
-        ("8a35eb5962b3481c88751f248df4c952", None),
-        ("{8a35eb59-62b3-481c-8875-1f248df4c952}", None),
-        ("urn:uuid:8a35eb59-62b3-481c-8875-1f248df4c952", None),
-        ("8a35eb59-62b3-481c-8875-1f248df4c95g", None),
-        ("8a35eb59-62b3-481c-8875-1f248df4c952\n", None),
-        ("", None),
-    ],
-)
-def test_canonical_key(text, expected):
-    assert canonical_key(text) == expected
 
 
 def test_both_stores_agree_on_a_generated_file(data_file, data):
@@ -135,3 +131,54 @@ def test_compact_get_many_with_keys_sharing_their_high_half(tmp_path):
     s = CompactStore.from_file(path)
     asked = [*keys, "11111111-2222-4333-8444-000000000002"]
     assert s.get_many(asked) == ["v5", "v1", "v3", None]
+
+
+# Keys a store must not answer, though each has 36 characters or hex digits in place.
+_MALFORMED = [
+    "0b7e6bd2x8d4cx4b6ax9c43x2f1a1e6c0a01",  # x for each dash
+    "0b7e6bd2-8d4c-4b6a-9c43x2f1a1e6c0a01",
+    "0b7e6bd28-d4c-4b6a-9c43-2f1a1e6c0a01",  # a dash one column off
+    "0b7e6bd2-8d4c-4b6a-9c43-2f1a1e6c0a01\n",
+    " 0b7e6bd2-8d4c-4b6a-9c43-2f1a1e6c0a0",
+    "0b7e6bd2-8d4c-4b6a-9c43-2f1a1e6c0a0é",
+]
+
+
+@pytest.mark.parametrize("bad", _MALFORMED)
+def test_get_many_answers_no_malformed_key(store, bad):
+    s, _ = store
+    good = "0b7e6bd2-8d4c-4b6a-9c43-2f1a1e6c0a03"
+    assert s.get_many([bad, good]) == [None, TRICKY[good]] == [s.get(bad), s.get(good)]
+
+
+def test_get_many_keys_straddling_each_other(store):
+    """35 + 37 characters: joined, they spell two good keys; neither is one."""
+    s, _ = store
+    asked = ["0b7e6bd2-8d4c-4b6a-9c43-2f1a1e6c0a0", "10b7e6bd2-8d4c-4b6a-9c43-2f1a1e6c0a03"]
+    assert s.get_many(asked) == [None, None]
+
+
+_HEX = "0123456789abcdefABCDEF"
+# Keys near the file's own: one of the file's keys with a few characters changed, cut or
+# added, so that the fast vectorised path and its checks are what is exercised.
+_near_keys = st.builds(
+    lambda key, edits: _edit(key, edits),
+    st.sampled_from(sorted(TRICKY)),
+    st.lists(
+        st.tuples(st.integers(0, 37), st.sampled_from(["-", "x", "", "é", " ", *_HEX])),
+        max_size=3,
+    ),
+)
+
+
+def _edit(key: str, edits) -> str:
+    for at, char in edits:
+        key = key[:at] + char + key[at + 1 :]
+    return key
+
+
+@settings(max_examples=300, deadline=None)
+@given(keys=st.lists(st.one_of(_near_keys, st.text(max_size=40)), max_size=8))
+def test_get_many_is_get_for_any_keys(store_kind, tricky_file_once, keys):
+    s = tricky_file_once[store_kind]
+    assert s.get_many(keys) == [s.get(k) for k in keys]

@@ -1,88 +1,23 @@
-"""The store: a read-only Mapping from canonical UUID key to value. No Flask here."""
+"""CompactStore: the pairs of a text file as sorted 128-bit keys in numpy arrays and
+values as slices of the file's bytes."""
 
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
 from kv_app import lines, loader
-
-_KEY = re.compile(lines.KEY_PATTERN)
-
-
-def canonical_key(text: str) -> str | None:
-    """The lower-case form of a UUID written 8-4-4-4-12 in hex digits, or None."""
-    if len(text) == lines.KEY_LEN and _KEY.fullmatch(text) is not None:
-        return text.lower()
-    return None
-
-
-class DictStore(Mapping[str, str]):
-    """Pairs held in one dict, built once and only read afterwards.
-
-    Keys are stored lower-case; lookups accept either case.
-    """
-
-    __slots__ = ("_data", "report")
-
-    def __init__(self, data: dict[str, str], report: loader.LoadReport | None = None):
-        self._data = data
-        self.report = report
-
-    @classmethod
-    def from_file(
-        cls,
-        path: str | os.PathLike[str],
-        *,
-        strict: bool = True,
-        progress: loader.Progress | None = None,
-    ) -> DictStore:
-        """Load a data file; raises loader.LoadError if it cannot be served."""
-        data, report = loader.load(path, strict=strict, progress=progress)
-        return cls(data, report)
-
-    def __getitem__(self, key: str) -> str:
-        try:
-            return self._data[key]
-        except KeyError:
-            lower = key.lower()
-            if lower == key:
-                raise
-            return self._data[lower]
-
-    def get(self, key: str, default: str | None = None) -> str | None:
-        value = self._data.get(key)
-        if value is None and not key.islower():
-            value = self._data.get(key.lower())
-        return default if value is None else value
-
-    def get_many(self, keys: Sequence[str]) -> list[str | None]:
-        """The value of each key, None where missing."""
-        get = self.get
-        return [get(key) for key in keys]
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self.get(key) is not None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __repr__(self) -> str:
-        return f"<DictStore {len(self):,} pairs>"
-
+from kv_app.keys import DASH_COLUMNS, DIGIT_COLUMNS, KEY_LEN, canonical_key
+from kv_app.stores import LoadedFromText
 
 _HEX_VALUE = np.full(256, 255, dtype=np.uint8)
 for _i, _c in enumerate(b"0123456789abcdef"):
     _HEX_VALUE[_c] = _HEX_VALUE[ord(chr(_c).upper())] = _i
 # Where each of the 32 hex digits of a key sits among the 40 bytes lines.line_heads reads.
-_DIGIT_SLOTS = np.array([list(lines.HEAD_COLUMNS).index(c) for c in lines.DIGIT_COLUMNS])
+_DIGIT_SLOTS = np.array([list(lines.HEAD_COLUMNS).index(c) for c in DIGIT_COLUMNS])
 _LOW64 = (1 << 64) - 1
 _KEYS_AT_ONCE = 1 << 20  # bounds the temporary arrays of _key_halves (about 100 MB)
 
@@ -105,7 +40,7 @@ def _pack_halves(nibbles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return halves[:, 0].astype(np.uint64), halves[:, 1].astype(np.uint64)
 
 
-class CompactStore(Mapping[str, str]):
+class CompactStore(LoadedFromText, Mapping[str, str]):
     """Pairs held in a few numpy arrays and one bytes buffer: no Python object per pair.
 
     Keys are 128-bit numbers, sorted (high half, then low half) and found by binary
@@ -114,6 +49,7 @@ class CompactStore(Mapping[str, str]):
     value it returns, which copies that page into the worker).
     """
 
+    kind = "compact"
     __slots__ = ("_hi", "_lo", "_start", "_end", "_buf", "report")
 
     def __init__(self, hi, lo, start, end, buf: bytes, report: loader.LoadReport | None = None):
@@ -152,7 +88,7 @@ class CompactStore(Mapping[str, str]):
             same_high = hi[1:] == hi[:-1]
         if (same_high & (lo[1:] == lo[:-1])).any():
             return None
-        start = spans.starts[order] + (lines.KEY_LEN + 1)
+        start = spans.starts[order] + (KEY_LEN + 1)
         return cls(hi, lo, start, spans.ends[order], spans.buf, report)
 
     @classmethod
@@ -200,14 +136,16 @@ class CompactStore(Mapping[str, str]):
         batch of 1000 costs about as much as a few single lookups. Others are looked up
         one by one.
         """
-        text = "".join(keys).encode("ascii", "replace")
-        if not keys or len(text) != lines.KEY_LEN * len(keys):
+        if not keys or not all(isinstance(k, str) and len(k) == KEY_LEN for k in keys):
             return [self.get(key) for key in keys]
-        nibbles = _HEX_VALUE[
-            np.frombuffer(text, dtype=np.uint8).reshape(-1, lines.KEY_LEN)[:, lines.DIGIT_COLUMNS]
-        ]
-        if (nibbles == 255).any():  # not all canonical: take them one by one
-            return [self.get(key) for key in keys]
+        # Every key is 36 characters long (checked one by one: two keys of 35 and 37
+        # characters must not pass as two of 36), so each is one row here; "replace"
+        # keeps one byte per character.
+        rows = np.frombuffer("".join(keys).encode("ascii", "replace"), dtype=np.uint8)
+        rows = rows.reshape(-1, KEY_LEN)
+        nibbles = _HEX_VALUE[rows[:, DIGIT_COLUMNS]]
+        if (nibbles == 255).any() or (rows[:, DASH_COLUMNS] != ord("-")).any():
+            return [self.get(key) for key in keys]  # not all UUIDs: one by one
         high, low = _pack_halves(nibbles)
         at = np.minimum(self._hi.searchsorted(high), len(self._hi) - 1)
         same_high = self._hi[at] == high
@@ -235,6 +173,3 @@ class CompactStore(Mapping[str, str]):
 
     def __repr__(self) -> str:
         return f"<CompactStore {len(self):,} pairs>"
-
-
-STORES = {"dict": DictStore, "compact": CompactStore}

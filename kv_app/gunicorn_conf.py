@@ -1,0 +1,224 @@
+"""gunicorn settings and hooks for kv_app: `gunicorn -c python:kv_app.gunicorn_conf`.
+
+This is what `kv-app serve` and the Docker image run; the top-level gunicorn.conf.py of a
+checkout only imports it. Every value a user may change comes from a KV_* environment
+variable (defaults, types and ranges in kv_app/config.py); the rest is fixed here, each
+with why. gunicorn reads every module-level name that is one of its settings, so helpers
+have private names.
+"""
+
+import ctypes
+import ctypes.util
+import gc
+import logging
+import os
+import signal
+import sys
+
+import gevent
+from gunicorn.glogging import Logger as _GunicornLogger
+
+from kv_app import api as _api
+from kv_app import app as _app
+from kv_app import config as _config
+from kv_app.loader import LoadError as _LoadError
+
+try:
+    _kv = _config.resolve()
+except _config.ConfigError as _e:
+    # One line, no traceback (gunicorn would print one for any other exception here).
+    print(f"kv-app: {_e}", file=sys.stderr, flush=True)
+    raise SystemExit(1) from None
+
+# --- The app --------------------------------------------------------------------------
+# The factory builds the one app object from KV_* variables; a setting or data file that
+# cannot be served stops start-up with one line and exit status 1.
+wsgi_app = "kv_app.app:app_from_environ()"
+# Load the data once, in the master, before forking: every worker starts with the store
+# already in memory (shared copy-on-write pages) and a bad file stops start-up before
+# any worker exists. A new data file is picked up on SIGHUP (on_reload, below); a code
+# change needs a restart.
+preload_app = True
+
+# --- Socket ---------------------------------------------------------------------------
+# KV_HOST, KV_PORT: 127.0.0.1:8123 by default; the Docker image listens on 0.0.0.0.
+bind = [f"{_kv['HOST']}:{_kv['PORT']}"]
+# Connections waiting to be accepted (64-2048); beyond it clients see connection errors.
+backlog = 2048
+
+# --- Workers --------------------------------------------------------------------------
+# KV_WORKERS: processes; one per core (2-4 here). Each holds its own copies of the pages
+# of the store that lookups touch: see README "How much data can it handle".
+workers = _kv["WORKERS"]
+# KV_WORKER_CLASS, chosen by measurement (scripts/bench_workers.sh, README "Choosing the
+# worker class"); default gevent:
+# - gevent: each connection is a greenlet, so a slow, idle or keep-alive client costs a few
+#   KB, not a process or a thread. Lowest latency (p50 about 0.25 ms at 1 connection; the
+#   only class under 0.3 ms) and, with the post_request hook below, the lowest p99 when
+#   the CPU is saturated.
+# - gthread: a thread pool; idle keep-alive connections wait in a poller. p50 0.41 ms at 1
+#   connection, p99 about 30-36 ms when saturated, and each slow client holds a thread:
+#   put nginx in front (deploy/nginx.conf).
+# - sync: one request at a time per worker, no keep-alive (a new TCP connection per
+#   request); a slow client blocks a whole worker: only behind nginx.
+# Requests never block on I/O inside the app, so gevent's monkey-patching changes nothing.
+worker_class = _kv["WORKER_CLASS"]
+# KV_CONNECTIONS (gevent): simultaneous connections per worker; more wait in the backlog.
+worker_connections = _kv["CONNECTIONS"]
+# KV_THREADS (gthread): threads per worker: the connections served at once. Only for
+# gthread: gunicorn would turn sync workers with threads > 1 into gthread.
+threads = _kv["THREADS"] if worker_class == "gthread" else 1
+# KV_TIMEOUT, seconds: a worker silent for longer is killed and replaced.
+timeout = _kv["TIMEOUT"]
+# Worker heartbeat files in memory: on a slow or read-only disk they can stall workers.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+# Seconds in-flight requests get to finish after SIGTERM before workers are killed. Less
+# than the 10 s `docker stop` waits before SIGKILL, so a stop in Docker stays graceful.
+graceful_timeout = 8
+# Seconds (1-75) an idle keep-alive connection is kept open; clients reuse connections.
+keepalive = 5
+
+# --- Request limits (anything larger is refused by gunicorn before Flask sees it) -----
+# Bytes of the request line: "GET /items/<36-char id> HTTP/1.1" is 56; 4094 is the max.
+limit_request_line = 1024
+# Number of headers (1-32768) and bytes of one header (1-8190).
+limit_request_fields = 50
+limit_request_field_size = 8190
+
+# --- Logging --------------------------------------------------------------------------
+# Server log on stderr, level from KV_LOG_LEVEL; kv_app's own logger uses the same format
+# and level (_log_like_gunicorn, below), so the log has one timestamp format.
+errorlog = "-"
+loglevel = _kv["LOG_LEVEL"]
+# KV_ACCESS_LOG=1: one line per request on stdout. Off by default: it costs throughput.
+accesslog = "-" if _kv["ACCESS_LOG"] else None
+# Name the processes in ps/top.
+proc_name = "kv-app"
+# KV_PID_FILE: the master's PID, for `kill -HUP "$(cat FILE)"`.
+pidfile = _kv["PID_FILE"]
+
+# --- Control ----------------------------------------------------------------------------
+# No control socket: its default path ($HOME/.gunicorn/gunicorn.ctl) is one per user, so
+# two servers on one host (tests, blue/green swaps) would fight over it, and the image's
+# user has no home. Manage the server with signals (TERM, HUP, USR2), as the README says.
+control_socket_disable = True
+
+
+def _log_like_gunicorn(level: str) -> None:
+    """kv_app's logger writes to stderr in gunicorn's format, at KV_LOG_LEVEL."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(_GunicornLogger.error_fmt, _GunicornLogger.datefmt))
+    log = logging.getLogger("kv_app")
+    log.handlers[:] = [handler]
+    log.setLevel(level.upper())
+    log.propagate = False
+
+
+_log_like_gunicorn(_kv["LOG_LEVEL"])
+
+# --- Hooks ------------------------------------------------------------------------------
+
+
+def on_starting(server):
+    """Warn about KV_* variables that are no setting: a typo would otherwise go unseen."""
+    for warning in _config.unknown_environ():
+        server.log.warning("%s", warning)
+
+
+def post_fork(server, worker):
+    """Honour a SIGTERM that arrives while a new worker is still starting.
+
+    Until the worker installs its own handlers (after gevent's monkey-patching, a few
+    hundred ms) it runs the master's, which would swallow the signal: the worker would
+    then live until graceful_timeout ran out and be killed. Marking it not alive makes
+    it stop as soon as its loop starts.
+    """
+    signal.signal(signal.SIGTERM, lambda signum, frame: setattr(worker, "alive", False))
+
+
+def pre_request(worker, req):
+    """Close the connection after a request whose body the app will not read.
+
+    gunicorn reads and discards an unread body before the next request on a keep-alive
+    connection, without limit; with gevent that greenlet never yields while the client
+    keeps sending, so two such clients stopped both default workers. Closing instead
+    costs nothing to well-behaved clients (they send no body, or a batch the app reads).
+    """
+    length, chunked = None, False
+    for name, value in req.headers:
+        if name == "CONTENT-LENGTH":
+            length = int(value) if value.isdigit() else None
+        elif name == "TRANSFER-ENCODING":
+            chunked = chunked or "chunked" in value.lower()
+    if _api.body_left_unread(req.method, req.path, length, chunked, _kv["MAX_BATCH"]):
+        req.force_close()
+
+
+class _Interrupted(BaseException):
+    """A stop signal arrived while a reload was loading."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+
+
+def _interrupt(signum, frame):
+    raise _Interrupted(signum)
+
+
+def on_reload(server):
+    """SIGHUP: load the data again, in the master, before new workers are forked.
+
+    gunicorn then forks new workers (they serve the new data) and stops the old ones
+    gracefully: no request fails and none is answered from a half-loaded store. Any
+    failure (a bad file, a read error, no memory, a bug) is logged and the data loaded
+    before stays served. A stop signal (TERM, INT, QUIT) during the load abandons it and
+    is then handled as usual: a shutdown never waits for a load. Publish a new file by
+    renaming it over KV_DATA_PATH, then `kill -HUP <master>`.
+    """
+    app = server.app.callable
+    previous = {sig: signal.signal(sig, _interrupt) for sig in _STOP_SIGNALS}
+    store = None
+    try:
+        store = _app.open_store(_config.resolve())
+    except _Interrupted as e:
+        server.log.warning("reload abandoned: %s arrived", signal.Signals(e.signum).name)
+        server.signal(e.signum, None)  # gunicorn handles it once this hook returns
+    except (_LoadError, _config.ConfigError) as e:
+        server.log.error("reload refused, still serving the data loaded before: %s", e)
+    except Exception:  # MemoryError, a bug: the server must live on with its data
+        server.log.exception("reload failed, still serving the data loaded before")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if store is not None:
+        _app.set_store(app, store)
+        del store
+        _release_memory()
+
+
+def _release_memory() -> None:
+    """Give the old store's memory back to the system at once, not at some later
+    collection: the master should hold one copy of the data, not two."""
+    gc.collect()
+    libc = ctypes.util.find_library("c")
+    if libc:
+        try:
+            ctypes.CDLL(libc).malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc: nothing to trim
+            pass
+
+
+def post_request(worker, req, environ, resp):
+    """gevent: let this worker's other connections run before this one's next request.
+
+    A greenlet only yields when a read would block. On a busy machine a client's next
+    request is often already waiting when its response is sent, so without this that
+    connection keeps the worker and the others wait: p99 went from 160-330 ms to 10-20 ms
+    at 32-64 connections, for about 10 us a request (scripts/bench_workers.sh).
+    """
+    if type(worker).__module__ == "gunicorn.workers.ggevent":  # whatever set the class
+        gevent.idle()

@@ -1,0 +1,35 @@
+"""What a key is: a UUID written 8-4-4-4-12 in hex digits, either case; its canonical form
+is lower-case. Used by the line checks, the stores, the API views and the client."""
+
+from __future__ import annotations
+
+import re
+
+KEY_LEN = 36
+DASH_COLUMNS = (8, 13, 18, 23)
+DIGIT_COLUMNS = tuple(c for c in range(KEY_LEN) if c not in DASH_COLUMNS)
+KEY_PATTERN = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+# The same pattern anchored, as OpenAPI's `pattern` wants it (ECMA regex, not anchored).
+ANCHORED_PATTERN = f"^{KEY_PATTERN}$"
+EXAMPLE = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+_KEY = re.compile(KEY_PATTERN)
+
+
+def canonical_key(text: object) -> str | None:
+    """The lower-case form of a UUID written 8-4-4-4-12 in hex digits, or None."""
+    # fullmatch alone would accept a str subclass or a trailing "\n" never: the length
+    # check is for speed, the isinstance for callers that pass anything.
+    if isinstance(text, str) and len(text) == KEY_LEN and _KEY.fullmatch(text) is not None:
+        return text.lower()
+    return None
+
+
+def key_bytes(key: str) -> bytes:
+    """The 16 bytes of a canonical key (big-endian, as a UUID's own byte order)."""
+    return bytes.fromhex(key.replace("-", ""))
+
+
+def malformed(text: object) -> str:
+    """The one message for a key that is not a UUID."""
+    shown = text if not isinstance(text, str) or len(text) <= 60 else text[:60] + "..."
+    return f"malformed id {shown!r}: expected a UUID such as {EXAMPLE}"

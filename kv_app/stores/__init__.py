@@ -1,0 +1,88 @@
+"""The Store protocol every kind of store follows, and STORES, the one registry of kinds.
+
+A store is a read-only Mapping from canonical key to value, constructed over what it reads
+(a dict, arrays); opening or loading a file is a separate function. Config choices, the
+API docs, /readyz and the tests' parametrization all derive from STORES: adding a kind
+of store touches this file and its own module. Importing this module imports no store.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What the API needs of a store. Keys are looked up in either case; a key that is
+    not a UUID (see kv_app.keys) is simply not there."""
+
+    def get(self, key: str, default: str | None = None) -> str | None: ...
+
+    def get_many(self, keys: Sequence[str]) -> list[str | None]:
+        """The value of each key (None where missing): exactly what get answers."""
+        ...
+
+    def __len__(self) -> int: ...
+
+    @property
+    def version(self) -> str:
+        """A short name of the data served (shown in the X-Data-Version header)."""
+        ...
+
+    def describe(self) -> dict:
+        """The identity of the data served, as /readyz shows it: at least "store" (the
+        kind's name), "pairs" and "version"."""
+        ...
+
+
+@dataclass(frozen=True)
+class StoreKind:
+    """A kind of store: its name, a help line, and where its class lives."""
+
+    name: str
+    help: str
+    target: str  # "module:Class", imported on first use (numpy is not light)
+
+    def cls(self):
+        module, _, name = self.target.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    def from_file(self, path, *, strict: bool = True, progress=None) -> Store:
+        """Load a data file into a store of this kind (raises loader.LoadError)."""
+        return self.cls().from_file(path, strict=strict, progress=progress)
+
+
+STORES: dict[str, StoreKind] = {
+    kind.name: kind
+    for kind in (
+        StoreKind(
+            "dict",
+            "one Python dict; fastest load per lookup, grows per worker under traffic",
+            "kv_app.stores.dict:DictStore",
+        ),
+        StoreKind(
+            "compact",
+            "numpy arrays over the file's bytes; memory flat under traffic",
+            "kv_app.stores.compact:CompactStore",
+        ),
+    )
+}
+
+
+class LoadedFromText:
+    """Identity for the stores loaded from a text file: their loader.LoadReport."""
+
+    __slots__ = ()
+    kind = ""  # the name of the kind in STORES
+    report = None  # a loader.LoadReport, set by the store's constructor
+
+    @property
+    def version(self) -> str:
+        return self.report.version if self.report is not None else ""
+
+    def describe(self) -> dict:
+        described = self.report.describe() if self.report is not None else {}
+        return {"store": self.kind, "pairs": len(self), **described}

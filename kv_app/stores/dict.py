@@ -1,0 +1,66 @@
+"""DictStore: the pairs of a text file in one Python dict."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+
+from kv_app import loader
+from kv_app.stores import LoadedFromText
+
+
+class DictStore(LoadedFromText, Mapping[str, str]):
+    """Pairs held in one dict, built once and only read afterwards.
+
+    Keys are stored lower-case; lookups accept either case.
+    """
+
+    kind = "dict"
+    __slots__ = ("_data", "report")
+
+    def __init__(self, data: dict[str, str], report: loader.LoadReport | None = None):
+        self._data = data
+        self.report = report
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        strict: bool = True,
+        progress: loader.Progress | None = None,
+    ) -> DictStore:
+        """Load a data file; raises loader.LoadError if it cannot be served."""
+        data, report = loader.load(path, strict=strict, progress=progress)
+        return cls(data, report)
+
+    def __getitem__(self, key: str) -> str:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        value = self._data.get(key)
+        # Only keys as the loader stores them are in the dict: lower-case UUIDs. Anything
+        # else found there would be a bug; a key in upper case is looked up lower-cased.
+        if value is None and isinstance(key, str) and not key.islower():
+            value = self._data.get(key.lower())
+        return default if value is None else value
+
+    def get_many(self, keys: Sequence[str]) -> list[str | None]:
+        """The value of each key, None where missing."""
+        get = self.get
+        return [get(key) for key in keys]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"<DictStore {len(self):,} pairs>"
