@@ -101,11 +101,18 @@ def free_port() -> int:
 class Server:
     """A real `kv-app serve` process on a free port of 127.0.0.1."""
 
-    def __init__(self, data_path: Path | str, *args: str, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        data_path: Path | str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        kv_app: str = KV_APP,
+        cwd: Path | None = None,
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [
-            KV_APP,
+            kv_app,
             "serve",
             str(data_path),
             "--host",
@@ -119,7 +126,7 @@ class Server:
         # Output goes to a file, not a pipe: a full pipe would block a chatty server.
         self.output = tempfile.TemporaryFile("w+", encoding="utf-8")
         self.proc = subprocess.Popen(
-            command, env=full_env, stdout=self.output, stderr=subprocess.STDOUT
+            command, env=full_env, stdout=self.output, stderr=subprocess.STDOUT, cwd=cwd
         )
 
     def log(self) -> str:
@@ -157,8 +164,8 @@ def start_server():
     """Start servers with start_server(path, *flags); all are stopped after the test."""
     servers: list[Server] = []
 
-    def start(data_path, *args, env=None, wait=True) -> Server:
-        server = Server(data_path, *args, env=env)
+    def start(data_path, *args, wait=True, **kwargs) -> Server:
+        server = Server(data_path, *args, **kwargs)
         servers.append(server)
         return server.wait_ready() if wait else server
 
