@@ -111,7 +111,6 @@ def _log_like_gunicorn(level: str) -> None:
     log = logging.getLogger("kv_app")
     log.handlers[:] = [handler]
     log.setLevel(level.upper())
-    log.propagate = False
 
 
 _log_like_gunicorn(_kv["LOG_LEVEL"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 
 import pytest
@@ -217,3 +218,80 @@ def test_idle_connections_are_closed_after_the_keepalive_timeout(hostile_server)
         started = time.monotonic()
         assert s.recv(1) == b""  # closed by the server, not by our timeout
         assert time.monotonic() - started < 15
+
+
+class Flood(threading.Thread):
+    """A client that sends a request whose body the app will not read, then keeps
+    streaming body bytes as fast as it can; when the server closes, it starts again."""
+
+    def __init__(self, port: int, head: bytes, piece: bytes):
+        super().__init__(daemon=True)
+        self.port, self.head, self.piece = port, head, piece
+        self.stop = threading.Event()
+        self.sent = self.connections = 0
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 30  # bounded whatever happens to the test
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+                    self.connections += 1
+                    s.sendall(self.head)
+                    while not self.stop.is_set() and time.monotonic() < deadline:
+                        s.sendall(self.piece)
+                        self.sent += len(self.piece)
+            except OSError:
+                time.sleep(0.01)
+
+
+_PIECE = b"x" * 65536
+_CHUNK = b"10000\r\n" + _PIECE + b"\r\n"
+FLOODS = {
+    # 413 at once (Content-Length over the limit), then the body keeps coming.
+    "batch-huge-length": (
+        b"POST /items/batch HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n\r\n",
+        _PIECE,
+    ),
+    "batch-endless-chunked": (
+        b"POST /items/batch HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+        _CHUNK,
+    ),
+    "get-with-body": (
+        f"GET /items/{KEY} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n\r\n".encode(),
+        _PIECE,
+    ),
+}
+
+
+@pytest.mark.parametrize("worker_class", ["gevent", "gthread", "sync"])
+def test_clients_streaming_unread_bodies_do_not_stop_the_server(
+    start_server, tricky_file, worker_class
+):
+    """Defect 2: each flood took a gevent worker for as long as it sent; two took both.
+    Now a body the app will not read ends its connection after the answer."""
+    path, expected = tricky_file
+    server = start_server(path, "--worker-class", worker_class)
+    floods = [Flood(server.port, head, piece) for head, piece in FLOODS.values() for _ in range(2)]
+    for flood in floods:
+        flood.start()
+    try:
+        wait_until(lambda: all(f.sent for f in floods))
+        answered = 0
+        for _ in range(10):  # each on a new connection: any worker may take it
+            r = requests.get(f"{server.url}/items/{KEY}", timeout=3)
+            answered += r.json()["value"] == expected[KEY]
+        assert answered == 10
+    finally:
+        for flood in floods:
+            flood.stop.set()
+        for flood in floods:
+            flood.join(timeout=10)
+    # The floods were cut and came back, not drained for ever on one connection.
+    assert all(flood.connections > 1 for flood in floods), [f.connections for f in floods]
+
+
+def wait_until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.01)
