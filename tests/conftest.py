@@ -103,18 +103,18 @@ class Server:
 
     def __init__(
         self,
-        data_path: Path | str,
+        data_path: Path | str | None,
         *args: str,
         env: dict[str, str] | None = None,
-        kv_app: str = KV_APP,
+        serve: tuple[str, ...] = (KV_APP, "serve"),
         cwd: Path | None = None,
     ):
+        """serve: the command that takes [DATA_FILE] and kv-app serve's flags."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [
-            kv_app,
-            "serve",
-            str(data_path),
+            *serve,
+            *([str(data_path)] if data_path is not None else []),
             "--host",
             "127.0.0.1",
             "--port",

@@ -1,6 +1,8 @@
 """check_lines (all lines of a chunk at once) agrees with parse_line (one line)."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kv_app.lines import check_lines, parse_line
 
@@ -39,3 +41,46 @@ def test_bad_lines(line):
     assert parse_line(raw)[2] is not None
     good = f"{K} fine\n".encode()
     assert check_lines(good + raw + good) is None
+
+
+# Keys near good ones: a good key with a few characters changed, cut or added.
+_near_key = st.builds(
+    lambda key, edits: _edit(key, edits),
+    st.sampled_from([K, K.upper(), "00000000-0000-4000-8000-000000000000"]),
+    st.lists(
+        st.tuples(
+            st.integers(0, 37),
+            st.sampled_from(["-", "", "x", "g", "G", " ", "\t", "é", "0", "F", "{", "\x00"]),
+        ),
+        max_size=2,
+    ),
+)
+_line = st.builds(
+    lambda key, sep, value: f"{key}{sep}{value}",
+    _near_key,
+    st.sampled_from([" ", " ", " ", "\t", "", "  "]),
+    st.text(alphabet=st.sampled_from("ab \t\r\x00é☃{}-"), max_size=6),
+)
+
+
+def _edit(key: str, edits) -> str:
+    for at, char in edits:
+        key = key[:at] + char + key[at + 1 :]
+    return key
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_line, min_size=1, max_size=6))
+def test_check_lines_agrees_with_parse_line(lines):
+    """The vectorised check (the loader's fast path) and the one-line reference parser
+    (its reference path) accept exactly the same lines."""
+    raw = [line.encode("utf-8") + b"\n" for line in lines]
+    checked = check_lines(b"".join(raw))
+    all_good = all(parse_line(r)[2] is None for r in raw)
+    assert (checked is not None) == all_good, [parse_line(r)[2] for r in raw]
+    if checked is not None:
+        starts, ends, upper = checked
+        offsets = [sum(map(len, raw[:i])) for i in range(len(raw))]
+        assert starts.tolist() == offsets
+        assert ends.tolist() == [o + len(r) - 1 for o, r in zip(offsets, raw, strict=True)]
+        assert upper == any(r[:36] != r[:36].lower() for r in raw)

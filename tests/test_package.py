@@ -61,7 +61,9 @@ def test_installed_package_serves_from_any_directory(installed, tmp_path, start_
         check=True,
     ).stdout
     assert where.startswith(str(installed)), where  # the wheel's copy, not the checkout
-    server = start_server(data_file, kv_app=str(installed / "bin" / "kv-app"), cwd=tmp_path)
+    server = start_server(
+        data_file, serve=(str(installed / "bin" / "kv-app"), "serve"), cwd=tmp_path
+    )
     ready = requests.get(f"{server.url}/readyz", timeout=5).json()
     assert ready["status"] == "ready" and ready["pairs"] == 2000
     for path in (

@@ -154,3 +154,21 @@ def test_sample_data_is_what_make_data_writes(tmp_path):
     make_data.write(1000, str(path), seed=0)
     assert path.read_bytes() == (ROOT / "data" / "sample.data").read_bytes()
     assert KV_APP.endswith("kv-app")
+
+
+@pytest.mark.parametrize("with_file", [True, False])
+def test_serve_script_passes_flags_on(start_server, data_file, with_file, tmp_path):
+    """Defect 11: `serve.sh my.data --port 8125` ended in a pip traceback (the sourced
+    venv script took the flags as extras), `serve.sh --port 8125` in realpath."""
+    server = start_server(
+        data_file if with_file else None,
+        "--workers",
+        "1",
+        serve=("bash", str(ROOT / "scripts" / "serve.sh")),
+        cwd=tmp_path,
+    )
+    ready = requests.get(f"{server.url}/readyz", timeout=5).json()
+    expected = data_file if with_file else ROOT / "data" / "sample.data"
+    assert ready["path"] == str(expected)
+    assert ready["pairs"] == (2000 if with_file else 1000)
+    assert "Booting worker" in server.log() and server.log().count("Booting worker") == 1
