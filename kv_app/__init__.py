@@ -1,3 +1,3 @@
 """kv_app: a read-only key-value server for a batch-computed lookup table."""
 
-__version__ = "1.0.0"
+__version__ = "1.1.0"

@@ -1,0 +1,85 @@
+"""The Docker image, when a Docker daemon is here (skipped otherwise): the README's data
+swap (rename a new file over the old on the host, `docker kill --signal HUP`) works."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+import requests
+
+from conftest import ROOT, free_port, make_data
+
+
+def _docker_works() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+pytestmark = pytest.mark.skipif(not _docker_works(), reason="no Docker daemon here")
+IMAGE = "kv-app:test"
+
+
+@pytest.fixture(scope="module")
+def image():
+    subprocess.run(
+        ["docker", "build", "--quiet", "--tag", IMAGE, str(ROOT)], check=True, capture_output=True
+    )
+    return IMAGE
+
+
+def _wait(url: str, condition, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            r = requests.get(url, timeout=2)
+            if condition(r):
+                return r
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {url}")
+
+
+def test_swap_by_rename_and_hup_in_the_container(image, tmp_path):
+    """Defect 12: run.sh mounted the single file, so a HUP reloaded the old inode."""
+    data = tmp_path / "current.data"
+    pairs = list(make_data.pairs(50, seed=5))
+    data.write_text("".join(f"{k} old:{v}\n" for k, v in pairs))
+    tmp_path.chmod(0o755)
+    data.chmod(0o644)
+    port = free_port()
+    name = f"kv-app-{port}"
+    env = {**os.environ, "KV_PORT": str(port), "KV_IMAGE": image}
+    run = subprocess.Popen(
+        ["bash", str(ROOT / "scripts" / "run.sh"), str(data)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        key = pairs[0][0]
+        _wait(f"{url}/readyz", lambda r: r.status_code == 200)
+        old = requests.get(f"{url}/readyz", timeout=5).json()
+        new = tmp_path / "next.data"
+        new.write_text("".join(f"{k} new:{v}\n" for k, v in pairs))
+        new.chmod(0o644)
+        os.replace(new, data)
+        subprocess.run(["docker", "kill", "--signal", "HUP", name], check=True, capture_output=True)
+        r = _wait(f"{url}/items/{key}", lambda r: r.json()["value"].startswith("new:"))
+        ready = requests.get(f"{url}/readyz", timeout=5).json()
+        assert ready["version"] != old["version"] == old["sha256"][:16]
+        assert r.headers["X-Data-Version"] == ready["version"]
+    finally:
+        subprocess.run(["docker", "stop", name], capture_output=True)
+        out, _ = run.communicate(timeout=30)
+    assert "from /data/current.data in" in out and ready["version"] in out
