@@ -63,12 +63,16 @@ def wants_text(*, text_allowed: bool = True) -> bool:
     return best == "text/plain"
 
 
+def data_headers() -> dict[str, str]:
+    """An item or batch answer says which data answered it and that it depends on Accept."""
+    return {"Vary": "Accept", "X-Data-Version": store().version}
+
+
 @bp.after_request
-def data_headers(response: Response) -> Response:
-    """Every answer of the API says which data answered it and that it depends on Accept."""
-    if request.endpoint in ("api.get_item", "api.get_items"):
-        response.headers["X-Data-Version"] = store().version
-        response.vary.add("Accept")
+def error_data_headers(response: Response) -> Response:
+    """The same headers on the errors of those routes (a 404 or 406 too)."""
+    if response.status_code >= 400 and request.endpoint in ("api.get_item", "api.get_items"):
+        response.headers.update(data_headers())
     return response
 
 
@@ -101,8 +105,9 @@ def get_item(item_id: str) -> Response:
     if value is None:
         raise NotFound(f"no item with id {key}")
     if text:
-        return Response(value, content_type=TEXT)
-    return Response(orjson.dumps({"id": key, "value": value}), content_type=JSON)
+        return Response(value, content_type=TEXT, headers=data_headers())
+    body = orjson.dumps({"id": key, "value": value})
+    return Response(body, content_type=JSON, headers=data_headers())
 
 
 class InvalidIds(BadRequest):
@@ -173,7 +178,8 @@ def get_items() -> Response:
             missing.append(key)
         else:
             items[key] = value
-    return Response(orjson.dumps({"items": items, "missing": missing}), content_type=JSON)
+    body = orjson.dumps({"items": items, "missing": missing})
+    return Response(body, content_type=JSON, headers=data_headers())
 
 
 @bp.get("/healthz")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark the real server (gunicorn + gunicorn.conf.py on 127.0.0.1) with wrk.
+"""Benchmark the real server (gunicorn + kv_app/gunicorn_conf.py on 127.0.0.1) with wrk.
 
     python scripts/bench.py                        # 10k, 1M and 10M pairs, dict store
     python scripts/bench.py --store compact --sizes 10000,1000000 --duration 5
@@ -37,6 +37,8 @@ WRK_DIR = ROOT / "scripts" / "wrk"
 sys.path.insert(0, str(ROOT / "scripts"))
 import make_data  # noqa: E402
 
+from kv_app.stores import STORES  # noqa: E402
+
 KEYS_IN_SAMPLE = 100_000
 
 
@@ -61,7 +63,7 @@ def children(pid: int) -> list[int]:
 
 
 class Server:
-    """gunicorn -c gunicorn.conf.py for kv_app (wsgi:app) or the baseline app."""
+    """gunicorn with kv_app's settings, for kv_app or the baseline app."""
 
     def __init__(self, data: Path | None, workers: int, store: str, baseline: bool = False):
         self.port = free_port()
@@ -70,12 +72,11 @@ class Server:
         env.update(
             KV_HOST="127.0.0.1", KV_PORT=str(self.port), KV_WORKERS=str(workers), KV_STORE=store
         )
-        cmd = [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "gunicorn.conf.py")]
-        if baseline:
+        cmd = [sys.executable, "-m", "gunicorn", "--config", "python:kv_app.gunicorn_conf"]
+        if baseline:  # the app named here replaces kv_app's; settings and hooks stay
             cmd += ["--chdir", str(ROOT / "scripts"), "bench_baseline:app"]
         else:
             env["KV_DATA_PATH"] = str(data)
-            cmd += ["--chdir", str(ROOT)]
         self.log = tempfile.TemporaryFile("w+")
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
@@ -290,7 +291,7 @@ def main() -> None:
     parser.add_argument(
         "--sizes", default="10000,1000000,10000000", help="pair counts, comma-separated"
     )
-    parser.add_argument("--store", default="dict", choices=("dict", "compact"))
+    parser.add_argument("--store", default="dict", choices=tuple(STORES))
     parser.add_argument("--workers", type=int, default=2, help="workers for the speed runs")
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="alternating kv/baseline runs")

@@ -1,5 +1,5 @@
 """The framework's ceiling for scripts/bench.py: the smallest Flask app that answers
-GET /items/<id> with a constant string, run under the same gunicorn.conf.py."""
+GET /items/<id> with a constant string, run under the same gunicorn settings (kv_app/gunicorn_conf.py)."""
 
 from flask import Flask
 

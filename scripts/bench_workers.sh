@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Compare gunicorn worker classes for kv_app (the choice made in gunicorn.conf.py):
+# Compare gunicorn worker classes for kv_app (the choice made in kv_app/gunicorn_conf.py):
 #   bash scripts/bench_workers.sh [DATA_FILE] [SECONDS]
 # For gevent, gthread (8 threads) and sync, with 2 workers: wrk (2 threads) at 1, 32 and
 # 64 connections of random existing keys (1 wrk thread at 1 connection); prints req/s and

@@ -23,6 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import make_data  # noqa: E402
 from bench import ROOT, Server  # noqa: E402
 
+from kv_app.stores import STORES  # noqa: E402
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -30,7 +32,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--store", default="dict", choices=("dict", "compact"))
+    parser.add_argument("--store", default="dict", choices=tuple(STORES))
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("soak.py needs wrk: apt-get install wrk (Debian package)")

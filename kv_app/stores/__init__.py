@@ -72,11 +72,16 @@ STORES: dict[str, StoreKind] = {
 }
 
 
+def kind_of(store: Store) -> str:
+    """The name in STORES of a store's kind."""
+    target = f"{type(store).__module__}:{type(store).__name__}"
+    return next(kind.name for kind in STORES.values() if kind.target == target)
+
+
 class LoadedFromText:
     """Identity for the stores loaded from a text file: their loader.LoadReport."""
 
     __slots__ = ()
-    kind = ""  # the name of the kind in STORES
     report = None  # a loader.LoadReport, set by the store's constructor
 
     @property
@@ -85,4 +90,4 @@ class LoadedFromText:
 
     def describe(self) -> dict:
         described = self.report.describe() if self.report is not None else {}
-        return {"store": self.kind, "pairs": len(self), **described}
+        return {"store": kind_of(self), "pairs": len(self), **described}

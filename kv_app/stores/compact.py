@@ -49,7 +49,6 @@ class CompactStore(LoadedFromText, Mapping[str, str]):
     value it returns, which copies that page into the worker).
     """
 
-    kind = "compact"
     __slots__ = ("_hi", "_lo", "_start", "_end", "_buf", "report")
 
     def __init__(self, hi, lo, start, end, buf: bytes, report: loader.LoadReport | None = None):

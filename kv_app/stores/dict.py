@@ -15,7 +15,6 @@ class DictStore(LoadedFromText, Mapping[str, str]):
     Keys are stored lower-case; lookups accept either case.
     """
 
-    kind = "dict"
     __slots__ = ("_data", "report")
 
     def __init__(self, data: dict[str, str], report: loader.LoadReport | None = None):
