@@ -195,8 +195,10 @@ def on_reload(server):
             signal.signal(sig, handler)
     if store is not None:
         _app.set_store(app, store)
+        version, pairs = store.version, len(store)
         del store
         _release_memory()
+        server.log.info("reload done: serving version %s, %s pairs", version, f"{pairs:,}")
 
 
 def _release_memory() -> None:

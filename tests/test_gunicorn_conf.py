@@ -57,7 +57,10 @@ def test_a_failed_reload_keeps_the_data(server, monkeypatch, caplog, failure, lo
     assert logged in caplog.text
 
 
-def test_a_reload_swaps_the_store_and_restores_the_signal_handlers(server, tmp_path, monkeypatch):
+def test_a_reload_swaps_the_store_and_restores_the_signal_handlers(
+    server, tmp_path, monkeypatch, caplog
+):
+    caplog.set_level(logging.INFO)
     handlers = {sig: signal.getsignal(sig) for sig in gunicorn_conf._STOP_SIGNALS}
     path = tmp_path / "new.data"
     path.write_text("8a35eb59-62b3-481c-8875-1f248df4c952 new\n")
@@ -65,6 +68,7 @@ def test_a_reload_swaps_the_store_and_restores_the_signal_handlers(server, tmp_p
     gunicorn_conf.on_reload(server)
     store = server.app.callable.extensions[STORE]
     assert dict(store) == {"8a35eb59-62b3-481c-8875-1f248df4c952": "new"}
+    assert f"reload done: serving version {store.version}, 1 pairs" in caplog.text
     assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
 
 

@@ -172,3 +172,10 @@ def test_serve_script_passes_flags_on(start_server, data_file, with_file, tmp_pa
     assert ready["path"] == str(expected)
     assert ready["pairs"] == (2000 if with_file else 1000)
     assert "Booting worker" in server.log() and server.log().count("Booting worker") == 1
+
+
+def test_pid_file_names_the_master(start_server, data_file, tmp_path):
+    """The README's `kill -HUP "$(cat FILE)"` (a pgrep pattern could match the user's shell)."""
+    pid_file = tmp_path / "kv-app.pid"
+    server = start_server(data_file, "--pid-file", str(pid_file))
+    assert int(pid_file.read_text()) == server.proc.pid
