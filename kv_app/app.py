@@ -4,6 +4,7 @@ building the app are apart: a store can be opened, or swapped (set_store), on it
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -47,21 +48,19 @@ def open_store(settings: Mapping[str, Any]) -> Store:
     path = settings["DATA_PATH"]
     if not path:
         raise config.ConfigError("no data file: pass DATA_FILE or set KV_DATA_PATH")
-    kind = STORES[settings["STORE"]]
+    # A directory is a snapshot (or a root of snapshot versions), whatever KV_STORE says.
+    kind = STORES["snapshot" if os.path.isdir(path) else settings["STORE"]]
     store = kind.from_file(path, strict=settings["ON_ERROR"] == "strict", progress=tty_progress())
-    report = store.report
-    if report.bom:
-        log.warning("%s: ignored a UTF-8 byte-order mark at the start of the file", path)
-    for problem in report.skipped[:20]:
-        log.warning("skipped %s", problem.format(path))
-    log.info("%s store: %s", kind.name, report.summary())
+    for warning in store.warnings():
+        log.warning("%s", warning)
+    log.info("%s store: %s", kind.name, store.summary())
     return store
 
 
 def set_store(app: Flask, store: Store) -> None:
     """Serve store from now on (the one reference the app holds: the old one is freed)."""
     app.extensions[api.STORE] = store
-    docs.show_example(app, next(iter(store), None))
+    docs.show_example(app, store.example_key())
 
 
 def app_from_environ() -> Flask:

@@ -29,6 +29,12 @@ def key_bytes(key: str) -> bytes:
     return bytes.fromhex(key.replace("-", ""))
 
 
+def key_text(high: int, low: int) -> str:
+    """The canonical key of a UUID given as its high and low 64-bit halves."""
+    h = f"{(high << 64) | low:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def malformed(text: object) -> str:
     """The one message for a key that is not a UUID."""
     shown = text if not isinstance(text, str) or len(text) <= 60 else text[:60] + "..."

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from kv_app.app import create_app
-from kv_app.stores import STORES
+from kv_app.stores import STORES, snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DATA = ROOT.parent / "shared" / "data" / "example.data"
@@ -82,14 +82,47 @@ def store_kind(request) -> str:
     return request.param
 
 
+@pytest.fixture(scope="session", params=[k for k, kind in STORES.items() if kind.loads_text])
+def text_store_kind(request) -> str:
+    """The kinds of store that load a text file themselves."""
+    return request.param
+
+
 @pytest.fixture(scope="session")
-def app(data_file, store_kind):
-    return create_app({"DATA_PATH": str(data_file), "STORE": store_kind})
+def servable(tmp_path_factory):
+    """servable(text_file, kind): what a store of kind serves for that file: the file
+    itself, or a snapshot built from it (once per session)."""
+    built: dict[Path, Path] = {}
+    where = tmp_path_factory.mktemp("snapshots")
+
+    def servable(path: Path, kind: str) -> Path:
+        if STORES[kind].loads_text:
+            return Path(path)
+        path = Path(path)
+        if path not in built:
+            built[path] = where / f"{len(built)}-{path.name}.snapshot"
+            snapshot.build(path, built[path])
+        return built[path]
+
+    return servable
+
+
+@pytest.fixture(scope="session")
+def app(data_file, store_kind, servable):
+    return create_app({"DATA_PATH": str(servable(data_file, store_kind)), "STORE": store_kind})
 
 
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+def wait_for(condition, timeout: float = 30.0) -> None:
+    """Return once condition() is true; fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
 
 
 def free_port() -> int:
@@ -176,17 +209,17 @@ def start_server():
 
 
 @pytest.fixture(scope="module")
-def server(data_file, store_kind):
+def server(data_file, store_kind, servable):
     """One real server over data_file for a whole test module."""
-    s = Server(data_file, "--store", store_kind).wait_ready()
+    s = Server(servable(data_file, store_kind), "--store", store_kind).wait_ready()
     yield s
     s.stop()
     s.output.close()
 
 
 @pytest.fixture(scope="session")
-def tricky_file_once(tmp_path_factory) -> dict:
+def tricky_file_once(tmp_path_factory, servable) -> dict:
     """A store of each kind over TRICKY, for property tests (one file per session)."""
     path = tmp_path_factory.mktemp("tricky") / "tricky.data"
     write_tricky(path)
-    return {name: kind.from_file(path) for name, kind in STORES.items()}
+    return {name: kind.from_file(servable(path, name)) for name, kind in STORES.items()}

@@ -15,9 +15,10 @@ MISSING = "00000000-0000-4000-8000-000000000000"
 
 
 @pytest.fixture
-def tricky_client(tricky_file, store_kind):
+def tricky_client(tricky_file, store_kind, servable):
     path, expected = tricky_file
-    return create_app({"DATA_PATH": str(path), "STORE": store_kind}).test_client(), expected
+    served = servable(path, store_kind)
+    return create_app({"DATA_PATH": str(served), "STORE": store_kind}).test_client(), expected
 
 
 def test_every_tricky_value_as_json_and_text(tricky_client):
@@ -85,6 +86,11 @@ def test_health_and_readiness(client, data, data_file, store_kind):
     assert client.get("/healthz").get_json() == {"status": "ok"}
     ready = client.get("/readyz").get_json()
     sha256 = hashlib.sha256(data_file.read_bytes()).hexdigest()
+    common = {"status": "ready", "pairs": len(data), "store": store_kind, "sha256": sha256}
+    assert ready.items() >= common.items() and ready["version"] == sha256[:16]
+    if store_kind == "snapshot":
+        assert ready["source"] == data_file.name and ready["bytes"] > 0
+        return
     assert ready == {
         "status": "ready",
         "pairs": len(data),

@@ -14,20 +14,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import ROOT, bench, free_port, make_data
+from conftest import ROOT, bench, free_port, make_data, wait_for
 
 PAIRS = 500
 
 
 def children(pid: int) -> set[int]:
     return set(bench.children(pid))
-
-
-def wait_for(condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
 
 
 class Stream(threading.Thread):
@@ -130,11 +123,13 @@ def write_version(path: Path, tag: str) -> None:
     os.replace(tmp, path)
 
 
-def test_sighup_switches_to_the_new_file_with_no_failed_request(start_server, tmp_path, store_kind):
+def test_sighup_switches_to_the_new_file_with_no_failed_request(
+    start_server, tmp_path, text_store_kind
+):
     path = tmp_path / "current.data"
     write_version(path, "old")
     keys = [k for k, _ in make_data.pairs(PAIRS, seed=11)]
-    server = start_server(path, "--store", store_kind)
+    server = start_server(path, "--store", text_store_kind)
     clients = streams(server.url, keys)
     write_version(path, "new")
     switched_at = time.monotonic()

@@ -16,6 +16,8 @@ import time
 import pytest
 import requests
 
+from conftest import wait_for
+
 KEY = "0b7e6bd2-8d4c-4b6a-9c43-2f1a1e6c0a05"
 MISSING = "00000000-0000-4000-8000-000000000000"
 APP = "app"  # the answer is the app's JSON error shape
@@ -275,7 +277,7 @@ def test_clients_streaming_unread_bodies_do_not_stop_the_server(
     for flood in floods:
         flood.start()
     try:
-        wait_until(lambda: all(f.sent for f in floods))
+        wait_for(lambda: all(f.sent for f in floods))
         answered = 0
         for _ in range(10):  # each on a new connection: any worker may take it
             r = requests.get(f"{server.url}/items/{KEY}", timeout=3)
@@ -288,10 +290,3 @@ def test_clients_streaming_unread_bodies_do_not_stop_the_server(
             flood.join(timeout=10)
     # The floods were cut and came back, not drained for ever on one connection.
     assert all(flood.connections > 1 for flood in floods), [f.connections for f in floods]
-
-
-def wait_until(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.01)

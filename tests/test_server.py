@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from conftest import EXAMPLE_DATA, KV_APP, ROOT, make_data
+from conftest import EXAMPLE_DATA, KV_APP, ROOT, make_data, wait_for
 from kv_app.client import KVClient
 
 
@@ -41,14 +41,14 @@ def test_every_generated_key_over_http(server, data):
 @pytest.mark.skipif(
     not EXAMPLE_DATA.is_file(), reason="../shared/data/example.data is not beside the repo"
 )
-def test_every_key_of_the_public_example_file(start_server, store_kind):
+def test_every_key_of_the_public_example_file(start_server, store_kind, servable):
     expected = {}
     with open(EXAMPLE_DATA, encoding="utf-8") as f:
         for line in f:
             key, _, value = line.rstrip("\n").partition(" ")
             expected[key] = value
     assert len(expected) == 10_000
-    server = start_server(EXAMPLE_DATA, "--store", store_kind)
+    server = start_server(servable(EXAMPLE_DATA, store_kind), "--store", store_kind)
     # Every key through the batch route, one in ten through GET /items/<id> as well.
     with KVClient(server.url) as kv:
         assert kv.get_many(expected) == expected
@@ -56,9 +56,9 @@ def test_every_key_of_the_public_example_file(start_server, store_kind):
     assert fetch_all(server.url, sample) == {k: expected[k] for k in sample}
 
 
-def test_tricky_values_over_http(start_server, tricky_file, store_kind):
+def test_tricky_values_over_http(start_server, tricky_file, store_kind, servable):
     path, expected = tricky_file
-    server = start_server(path, "--store", store_kind)
+    server = start_server(servable(path, store_kind), "--store", store_kind)
     assert fetch_all(server.url, list(expected)) == expected
     with requests.Session() as s:
         for key, value in expected.items():
@@ -121,7 +121,8 @@ def test_settings_from_environment(start_server, data_file, data):
     server = start_server(data_file, env={"KV_WORKERS": "1", "KV_ACCESS_LOG": "1"})
     key = next(iter(data))
     assert requests.get(f"{server.url}/items/{key}").json()["value"] == data[key]
-    assert f'"GET /items/{key} HTTP/1.1" 200' in server.log()  # the access log is on
+    # the access log is on (its line is written just after the answer is sent)
+    wait_for(lambda: f'"GET /items/{key} HTTP/1.1" 200' in server.log())
     assert server.log().count("Booting worker") == 1
 
 

@@ -14,9 +14,9 @@ from kv_app.stores.dict import DictStore
 
 
 @pytest.fixture
-def store(tricky_file, store_kind):
+def store(tricky_file, store_kind, servable, tmp_path):
     path, expected = tricky_file
-    return STORES[store_kind].from_file(path), expected
+    return STORES[store_kind].from_file(servable(path, store_kind)), expected
 
 
 def test_every_kind_follows_the_store_protocol(store):
@@ -33,7 +33,7 @@ def test_is_a_mapping_with_every_value(store):
     assert len(s) == len(expected)
     assert dict(s) == expected
     assert set(s) == set(expected)
-    assert s.report.pairs == len(expected)
+    assert s.describe()["pairs"] == len(expected)
 
 
 def test_lookups_ignore_case(store):
@@ -115,8 +115,8 @@ def test_compact_rejects_keys_the_dict_would_not_find(tricky_file):
         assert s.get(bad) is None and bad not in s
 
 
-def test_get_many_matches_get(data_file, data, store_kind):
-    s = STORES[store_kind].from_file(data_file)
+def test_get_many_matches_get(data_file, data, store_kind, servable):
+    s = STORES[store_kind].from_file(servable(data_file, store_kind))
     keys = list(data)[:300] + ["00000000-0000-4000-8000-000000000000"] + list(data)[-5:]
     assert s.get_many(keys) == [data.get(k) for k in keys]
     assert s.get_many([]) == []

@@ -37,6 +37,18 @@ class Store(Protocol):
         kind's name), "pairs" and "version"."""
         ...
 
+    def summary(self) -> str:
+        """One line for the log: what was loaded or opened, from where, which version."""
+        ...
+
+    def warnings(self) -> list[str]:
+        """What the log should warn about (lines skipped, a byte-order mark ...)."""
+        ...
+
+    def example_key(self) -> str | None:
+        """One key that is there (the docs' 'Try it out' example)."""
+        ...
+
 
 @dataclass(frozen=True)
 class StoreKind:
@@ -45,6 +57,7 @@ class StoreKind:
     name: str
     help: str
     target: str  # "module:Class", imported on first use (numpy is not light)
+    loads_text: bool = True  # False: serves a directory built beforehand (a snapshot)
 
     def cls(self):
         module, _, name = self.target.partition(":")
@@ -67,6 +80,13 @@ STORES: dict[str, StoreKind] = {
             "compact",
             "numpy arrays over the file's bytes; memory flat under traffic",
             "kv_app.stores.compact:CompactStore",
+        ),
+        StoreKind(
+            "snapshot",
+            "an LMDB snapshot built by kv-app build, opened not loaded; any size, used "
+            "whenever the data path is a directory",
+            "kv_app.stores.snapshot:SnapshotStore",
+            loads_text=False,
         ),
     )
 }
@@ -91,3 +111,17 @@ class LoadedFromText:
     def describe(self) -> dict:
         described = self.report.describe() if self.report is not None else {}
         return {"store": kind_of(self), "pairs": len(self), **described}
+
+    def summary(self) -> str:
+        return self.report.summary() if self.report is not None else repr(self)
+
+    def warnings(self) -> list[str]:
+        report = self.report
+        if report is None:
+            return []
+        bom = [f"{report.path}: ignored a UTF-8 byte-order mark at the start of the file"]
+        skipped = [f"skipped {p.format(report.path)}" for p in report.skipped[:20]]
+        return (bom if report.bom else []) + skipped
+
+    def example_key(self) -> str | None:
+        return next(iter(self), None)

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 
 from kv_app import lines, loader
-from kv_app.keys import DASH_COLUMNS, DIGIT_COLUMNS, KEY_LEN, canonical_key
+from kv_app.keys import DASH_COLUMNS, DIGIT_COLUMNS, KEY_LEN, canonical_key, key_text
 from kv_app.stores import LoadedFromText
 
 _HEX_VALUE = np.full(256, 255, dtype=np.uint8)
@@ -164,8 +164,7 @@ class CompactStore(LoadedFromText, Mapping[str, str]):
 
     def __iter__(self) -> Iterator[str]:
         for high, low in zip(self._hi.tolist(), self._lo.tolist(), strict=True):
-            h = f"{(high << 64) | low:032x}"
-            yield f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+            yield key_text(high, low)
 
     def __len__(self) -> int:
         return len(self._hi)
