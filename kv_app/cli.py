@@ -9,7 +9,7 @@ import click
 
 from kv_app import __version__, config
 from kv_app.client import KVClient, KVError
-from kv_app.loader import LoadError
+from kv_app.loader import LoadError, tty_progress
 from kv_app.loader import check as check_file
 
 # The packaged gunicorn settings: found wherever kv_app is installed.
@@ -74,22 +74,109 @@ def serve(data_file: str, **settings) -> None:
 
 
 @cli.command()
-@click.argument("data_file")
-def check(data_file: str) -> None:
-    """Check DATA_FILE without serving it; print every bad line as path:line: reason."""
+@click.argument("path")
+@click.option(
+    "--deep",
+    "deep",
+    is_flag=True,
+    help="Snapshot: read every byte of its data file against the manifest's sha256.",
+)
+@click.option(
+    "--source",
+    metavar="DATA_FILE",
+    help="Snapshot: check that DATA_FILE is what it was built from (sha256; implies --deep).",
+)
+def check(path: str, deep: bool, source: str | None) -> None:
+    """Check PATH without serving it: a data file (every bad line as path:line: reason),
+    or a snapshot (manifest, format version, size, entries; --deep: every byte)."""
+    if os.path.isdir(path):
+        from kv_app.stores import snapshot
+
+        try:
+            store = snapshot.open_snapshot(path)
+            if deep or source:
+                snapshot.verify(path, source)
+        except LoadError as e:
+            raise click.ClickException(str(e)) from None
+        checked = "every byte read" if deep or source else "manifest, size and entries"
+        click.echo(f"{store.directory}: OK, snapshot of {len(store):,} pairs ({checked})")
+        return
     try:
-        pairs, problems = check_file(data_file)
+        pairs, problems = check_file(path)
     except LoadError as e:
         raise click.ClickException(str(e)) from None
     for problem in problems:
-        click.echo(problem.format(data_file))
+        click.echo(problem.format(path))
     if problems:
-        raise click.ClickException(
-            f"{data_file}: {len(problems):,} bad lines, {pairs:,} good pairs"
-        )
+        raise click.ClickException(f"{path}: {len(problems):,} bad lines, {pairs:,} good pairs")
     if not pairs:
-        raise click.ClickException(f"{data_file}: file is empty")
-    click.echo(f"{data_file}: OK, {pairs:,} pairs")
+        raise click.ClickException(f"{path}: file is empty")
+    click.echo(f"{path}: OK, {pairs:,} pairs")
+
+
+def _built(manifest: dict, data_file: str) -> None:
+    """Report a build: skipped lines (lenient), then one line."""
+    for problem in manifest["problems"][:20]:
+        click.echo(f"skipped {problem.format(data_file)}", err=True)
+    click.echo(
+        f"{manifest['pairs']:,} pairs from {data_file} in {manifest['build_seconds']:.2f} s: "
+        f"{manifest['data_bytes'] / 1e6:,.1f} MB, version {manifest['source']['sha256'][:16]}"
+    )
+
+
+@cli.command()
+@click.argument("data_file")
+@click.argument("snapshot_dir")
+@_option("ON_ERROR")
+def build(data_file: str, snapshot_dir: str, on_error: str | None) -> None:
+    """Build a snapshot of DATA_FILE at SNAPSHOT_DIR (which must not exist), then serve it
+    with `kv-app serve SNAPSHOT_DIR`. Lines are checked as serving the file checks them."""
+    from kv_app.stores import snapshot
+
+    strict = (on_error or config.DEFAULTS["ON_ERROR"]) == "strict"
+    try:
+        manifest = snapshot.build(data_file, snapshot_dir, strict=strict, progress=tty_progress())
+    except LoadError as e:
+        raise click.ClickException(str(e)) from None
+    _built(manifest, data_file)
+    click.echo(f"built {snapshot_dir}")
+
+
+@cli.command()
+@click.argument("data_file")
+@click.argument("root")
+@_option("ON_ERROR")
+@_option("KEEP_VERSIONS")
+def publish(data_file: str, root: str, on_error: str | None, keep_versions: int | None) -> None:
+    """Build DATA_FILE as ROOT's next version-N, check it, then point ROOT/current at it.
+    Serve ROOT with `kv-app serve ROOT`; SIGHUP moves a running server to the new current."""
+    from kv_app.stores import snapshot
+
+    strict = (on_error or config.DEFAULTS["ON_ERROR"]) == "strict"
+    keep = keep_versions or config.DEFAULTS["KEEP_VERSIONS"]
+    try:
+        number, manifest = snapshot.publish(
+            data_file, root, keep=keep, strict=strict, progress=tty_progress()
+        )
+    except LoadError as e:
+        raise click.ClickException(str(e)) from None
+    _built(manifest, data_file)
+    click.echo(f"published {root}/version-{number}; current -> version-{number}")
+
+
+@cli.command()
+@click.argument("root")
+@click.option("--to", "to", type=int, help="The version to go back to (default: the previous).")
+def rollback(root: str, to: int | None) -> None:
+    """Point ROOT/current back at the previous good version (or --to N); then SIGHUP the
+    server."""
+    from kv_app.stores import snapshot
+
+    try:
+        number = snapshot.rollback(root, to)
+    except LoadError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"{root}: current -> version-{number}")
 
 
 @cli.command()

@@ -128,6 +128,16 @@ SETTINGS: tuple[Setting, ...] = (
         choices=("debug", "info", "warning", "error", "critical"),
     ),
     Setting("PID_FILE", None, "Write the master's PID to this file (for kill -HUP)."),
+    # Read by kv-app publish.
+    Setting(
+        "KEEP_VERSIONS",
+        3,
+        "Snapshot versions kv-app publish keeps under a root, the current one included.",
+        int,
+        (),
+        1,
+        1000,
+    ),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

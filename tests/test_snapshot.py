@@ -1,0 +1,287 @@
+"""Snapshots: built exactly as the strict load checks a file, refused when damaged,
+published as versions and rolled back, served and swapped by a real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import requests
+from click.testing import CliRunner
+from test_faults import children, finish, streams
+from test_loader import BAD_LINES, K1, K3, write
+
+from conftest import make_data, wait_for, write_tricky
+from kv_app import cli, loader
+from kv_app.loader import LoadError
+from kv_app.stores import snapshot
+from kv_app.stores.snapshot import SnapshotError, build, open_snapshot, publish, rollback
+
+
+def built(tmp_path: Path, content: bytes, **kwargs):
+    return build(write(tmp_path, content), tmp_path / "snap", **kwargs)
+
+
+def test_a_build_serves_exactly_what_the_load_serves(tmp_path, data_file, data):
+    build(data_file, tmp_path / "snap")
+    store = open_snapshot(tmp_path / "snap")
+    assert dict(store) == data == dict(loader.load(data_file)[0])
+    assert list(store) == sorted(data)
+    assert store.get_many([*list(data)[:5], K1, "nope"]) == [*list(data.values())[:5], None, None]
+
+
+def test_tricky_values_and_a_last_line_without_newline(tmp_path):
+    expected = write_tricky(tmp_path / "tricky.data")
+    build(tmp_path / "tricky.data", tmp_path / "snap")
+    assert dict(open_snapshot(tmp_path / "snap")) == expected
+
+
+@pytest.mark.parametrize("chunk", [40, 64, 100, 1000])
+def test_chunk_boundaries_do_not_matter(monkeypatch, tmp_path, data_file, data, chunk):
+    monkeypatch.setattr(snapshot, "CHUNK_BYTES", chunk)
+    build(data_file, tmp_path / "snap")
+    assert dict(open_snapshot(tmp_path / "snap")) == data
+
+
+@pytest.mark.parametrize("content, line, reason", BAD_LINES)
+def test_bad_lines_give_the_strict_load_message(tmp_path, content, line, reason):
+    path = write(tmp_path, (content + f"{K3} v3\n").encode())
+    with pytest.raises(LoadError) as loaded:
+        loader.load(path)
+    with pytest.raises(LoadError) as building:
+        build(path, tmp_path / "snap")
+    assert str(building.value) == str(loaded.value)
+    assert not (tmp_path / "snap").exists()
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left
+
+
+@pytest.mark.parametrize("content, line, reason", BAD_LINES)
+def test_lenient_build_keeps_what_the_lenient_load_keeps(tmp_path, content, line, reason):
+    path = write(tmp_path, (content + f"{K3} v3\n").encode())
+    data, report = loader.load(path, strict=False)
+    manifest = build(path, tmp_path / "snap", strict=False)
+    assert dict(open_snapshot(tmp_path / "snap")) == data
+    assert manifest["problems"] == report.skipped and manifest["skipped_lines"] == 1
+
+
+def test_many_problems_and_a_bom(tmp_path):
+    path = write(tmp_path, b"bad\n" * 25 + f"{K1} v1\n".encode())
+    with pytest.raises(LoadError) as loaded:
+        loader.load(path)
+    with pytest.raises(LoadError) as building:
+        build(path, tmp_path / "snap")
+    assert str(building.value) == str(loaded.value)
+    bom = write(tmp_path, loader.BOM + f"{K1} v1\n".encode(), name="bom.data")
+    manifest = build(bom, tmp_path / "bom.snap")
+    assert manifest["bom"] and dict(open_snapshot(tmp_path / "bom.snap")) == {K1: "v1"}
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(b"", "file is empty"), (b"junk\n", "no valid pairs")],
+)
+def test_files_that_cannot_be_served(tmp_path, content, message):
+    path = write(tmp_path, content)
+    with pytest.raises(LoadError, match=f"^{path}: {message}$"):
+        build(path, tmp_path / "snap", strict=False)
+
+
+def test_a_snapshot_is_never_overwritten(tmp_path, data_file):
+    build(data_file, tmp_path / "snap")
+    with pytest.raises(SnapshotError, match="already exists"):
+        build(data_file, tmp_path / "snap")
+
+
+def _damage(snap: Path, how: str) -> str:
+    """Damage a built snapshot; return the fragment of the refusal expected."""
+    data, manifest = snap / snapshot.DATA_FILE, snap / snapshot.MANIFEST
+    m = json.loads(manifest.read_text())
+    if how == "truncated":
+        os.truncate(data, data.stat().st_size // 2)
+        return "truncated or replaced?"
+    if how == "garbage":
+        data.write_bytes(os.urandom(data.stat().st_size))
+        return "not a readable LMDB file"
+    if how == "wrong-version":
+        manifest.write_text(json.dumps({**m, "format_version": 99}))
+        return "snapshot format version 99; this kv_app"
+    if how == "foreign-manifest":
+        manifest.write_text(json.dumps({"name": "something else"}))
+        return "not a kv_app snapshot manifest"
+    if how == "manifest-not-json":
+        manifest.write_text("{")
+        return "not JSON"
+    if how == "no-manifest":
+        manifest.unlink()
+        return "not a kv_app snapshot (no manifest.json)"
+    if how == "no-data":
+        data.unlink()
+        return "data.mdb is missing"
+    if how == "wrong-count":
+        manifest.write_text(json.dumps({**m, "pairs": m["pairs"] + 1}))
+        return "entries, the manifest says"
+    if how == "lacks-fields":
+        del m["data_bytes"]
+        manifest.write_text(json.dumps(m))
+        return "manifest lacks data_bytes"
+    raise AssertionError(how)
+
+
+DAMAGES = [
+    "truncated",
+    "garbage",
+    "wrong-version",
+    "foreign-manifest",
+    "manifest-not-json",
+    "no-manifest",
+    "no-data",
+    "wrong-count",
+    "lacks-fields",
+]
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_a_damaged_snapshot_is_refused_with_one_line(tmp_path, data_file, how):
+    build(data_file, tmp_path / "snap")
+    fragment = _damage(tmp_path / "snap", how)
+    with pytest.raises(SnapshotError) as e:
+        open_snapshot(tmp_path / "snap")
+    assert fragment in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_flipped_byte_is_found_by_a_deep_check(tmp_path, data_file):
+    build(data_file, tmp_path / "snap")
+    data = tmp_path / "snap" / snapshot.DATA_FILE
+    raw = bytearray(data.read_bytes())
+    raw[-100] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    open_snapshot(tmp_path / "snap")  # the cheap checks cannot see it
+    with pytest.raises(SnapshotError, match="sha256 differs"):
+        snapshot.verify(tmp_path / "snap")
+
+
+def test_a_text_file_or_an_empty_directory_is_no_snapshot(tmp_path, data_file):
+    with pytest.raises(SnapshotError, match="not a snapshot directory"):
+        open_snapshot(data_file)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SnapshotError, match="no manifest.json"):
+        open_snapshot(tmp_path / "empty")
+
+
+def _tagged(tmp_path: Path, tag: str, pairs: int = 300) -> Path:
+    path = tmp_path / f"{tag}.data"
+    path.write_text("".join(f"{k} {tag}:{v}\n" for k, v in make_data.pairs(pairs, seed=11)))
+    return path
+
+
+def test_publish_keeps_versions_and_rollback_goes_back(tmp_path):
+    root = tmp_path / "root"
+    for n in range(1, 5):
+        assert publish(_tagged(tmp_path, f"v{n}"), root, keep=3)[0] == n
+        assert snapshot.current_version(root) == n
+    assert snapshot.versions(root) == [2, 3, 4]  # keep=3: the current and two before
+    assert next(iter(open_snapshot(root).values())).startswith("v4:")
+    assert rollback(root) == 3
+    assert next(iter(open_snapshot(root).values())).startswith("v3:")
+    assert rollback(root, to=4) == 4
+    assert os.readlink(root / "current") == "version-4"  # relative: the root can move
+
+
+def test_a_version_that_fails_is_never_made_current(tmp_path):
+    root = tmp_path / "root"
+    publish(_tagged(tmp_path, "v1"), root)
+    bad = write(tmp_path, b"broken\n", name="bad.data")
+    with pytest.raises(LoadError, match="bad.data:1: no space"):
+        publish(bad, root)
+    assert snapshot.versions(root) == [1] and snapshot.current_version(root) == 1
+    assert sorted(p.name for p in root.iterdir()) == ["current", "version-1"]
+
+
+def test_rollback_skips_a_damaged_version(tmp_path):
+    root = tmp_path / "root"
+    for n in (1, 2, 3):
+        publish(_tagged(tmp_path, f"v{n}"), root)
+    _damage(root / "version-2", "truncated")
+    assert rollback(root) == 1
+    with pytest.raises(SnapshotError, match="cannot roll back to version 2"):
+        rollback(root, to=2)
+    assert snapshot.current_version(root) == 1
+
+
+def test_commands(tmp_path, data_file):
+    runner = CliRunner()
+
+    def run(*args):
+        return runner.invoke(cli.cli, [str(a) for a in args], catch_exceptions=False)
+
+    r = run("build", data_file, tmp_path / "snap")
+    assert r.exit_code == 0 and "2,000 pairs" in r.output and "built" in r.output
+    r = run("check", tmp_path / "snap")
+    assert r.exit_code == 0 and "OK, snapshot of 2,000 pairs" in r.output
+    r = run("check", tmp_path / "snap", "--source", data_file)
+    assert r.exit_code == 0 and "every byte read" in r.output
+    other = _tagged(tmp_path, "other")
+    r = run("check", tmp_path / "snap", "--source", other)
+    assert r.exit_code == 1 and "is not the source of" in r.output
+    r = run("publish", data_file, tmp_path / "root")
+    assert r.exit_code == 0 and "current -> version-1" in r.output
+    r = run("publish", other, tmp_path / "root", "--keep-versions", "1")
+    assert r.exit_code == 0 and snapshot.versions(tmp_path / "root") == [2]
+    r = run("rollback", tmp_path / "root")
+    assert r.exit_code == 1 and "no good version before version 2" in r.output
+    _damage(tmp_path / "snap", "garbage")
+    r = run("check", tmp_path / "snap")
+    assert r.exit_code == 1 and "not a readable LMDB file" in r.output
+
+
+def test_serve_a_root_then_publish_and_reload_with_no_failed_request(start_server, tmp_path):
+    root = tmp_path / "root"
+    publish(_tagged(tmp_path, "old"), root)
+    keys = [k for k, _ in make_data.pairs(300, seed=11)]
+    server = start_server(root)
+    ready = requests.get(f"{server.url}/readyz", timeout=5).json()
+    assert ready["store"] == "snapshot" and ready["snapshot_version"] == 1
+    clients = streams(server.url, keys)
+    publish(_tagged(tmp_path, "new"), root)
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: all(str(c.results[-1][3]).startswith("new:") for c in clients))
+    wait_for(lambda: len(children(server.proc.pid)) == 2)
+    per_client = [c.results for c in clients]
+    results = finish(clients)
+    assert [r for r in results if r[2] != 200] == []
+    for stream in per_client:  # old answers, then only new ones
+        seen = [r[3].split(":", 1)[0] for r in stream]
+        assert seen == sorted(seen, key=("old", "new").index) and seen[-1] == "new"
+    ready = requests.get(f"{server.url}/readyz", timeout=5).json()
+    assert ready["snapshot_version"] == 2
+    assert "opened snapshot version-2 of" in server.log()
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage", "wrong-version"])
+def test_a_reload_onto_a_bad_version_keeps_the_old_data(start_server, tmp_path, how):
+    root = tmp_path / "root"
+    publish(_tagged(tmp_path, "old"), root)
+    publish(_tagged(tmp_path, "bad"), root)
+    fragment = _damage(root / "version-2", how)
+    snapshot._point_current(root, 1)
+    server = start_server(root)
+    key = next(k for k, _ in make_data.pairs(1, seed=11))
+    snapshot._point_current(root, 2)  # as a careless copy would
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload refused" in server.log())
+    assert fragment in server.log()
+    r = requests.get(f"{server.url}/items/{key}", timeout=5)
+    assert r.json()["value"].startswith("old:")
+    assert server.proc.poll() is None
+
+
+def test_start_with_a_damaged_snapshot_stops_with_one_line(start_server, tmp_path, data_file):
+    build(data_file, tmp_path / "snap")
+    _damage(tmp_path / "snap", "truncated")
+    server = start_server(tmp_path / "snap", wait=False)
+    assert server.proc.wait(timeout=30) == 1
+    assert server.log().strip().endswith("(truncated or replaced?)")
+    assert server.log().count("\n") == 1
