@@ -47,7 +47,7 @@ def test_check_unusable_files(run, tmp_path, kind):
     assert r.exit_code == 1
     expected = {
         "missing": "no such file",
-        "directory": "is a directory, not a data file",
+        "directory": "not a kv_app snapshot (no manifest.json)",
         "empty": "file is empty",
     }[kind]
     assert r.stderr == f"Error: {path}: {expected}\n"
