@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -14,7 +18,7 @@ from click.testing import CliRunner
 from test_faults import children, finish, streams
 from test_loader import BAD_LINES, K1, K3, write
 
-from conftest import make_data, wait_for, write_tricky
+from conftest import _load_script, make_data, wait_for, write_tricky
 from kv_app import cli, loader
 from kv_app.loader import LoadError
 from kv_app.stores import snapshot
@@ -285,3 +289,56 @@ def test_start_with_a_damaged_snapshot_stops_with_one_line(start_server, tmp_pat
     assert server.proc.wait(timeout=30) == 1
     assert server.log().strip().endswith("(truncated or replaced?)")
     assert server.log().count("\n") == 1
+
+
+memlimit = _load_script("memlimit")
+# Looks up each sampled key alone and in batches of 1000; a value is its line number and
+# 1000 "v"s, so the sample is small (the reader's own memory must stay far below the limit).
+READER = """
+import json, sys
+from kv_app.stores.snapshot import open_snapshot
+store = open_snapshot(sys.argv[1])
+sample = json.load(open(sys.argv[2]))
+value = lambda n: f"{n:08d}" + "v" * 1000
+wrong = sum(store.get(k) != value(n) for k, n in sample)
+for i in range(0, len(sample), 1000):
+    part = sample[i : i + 1000]
+    got = store.get_many([k for k, _ in part])
+    wrong += sum(g != value(n) for g, (_, n) in zip(got, part))
+print(json.dumps({"asked": 2 * len(sample), "wrong": wrong}))
+"""
+
+
+@pytest.mark.skipif(not memlimit.available(), reason="no writable cgroup v1 memory controller")
+def test_a_snapshot_four_times_the_memory_limit_answers_exactly(tmp_path):
+    """Beyond RAM: the data is read through the page cache, which the limit reclaims;
+    nothing is loaded, so nothing is OOM-killed."""
+    limit = 48 << 20
+    rng = random.Random(5)
+    text = tmp_path / "big.data"
+    expected = []
+    with open(text, "w") as f:
+        for n in range(200_000):
+            key = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+            f.write(f"{key} {n:08d}{'v' * 1000}\n")
+            if n % 8 == 0:
+                expected.append((key, n))
+    build(text, tmp_path / "snap")
+    data = tmp_path / "snap" / snapshot.DATA_FILE
+    assert data.stat().st_size > 4 * limit
+    sample = tmp_path / "sample.json"
+    sample.write_text(json.dumps(expected))
+    memlimit.evict(data, text)
+    with memlimit.MemoryLimit(limit) as cgroup:
+        r = subprocess.run(
+            [sys.executable, "-c", READER, str(tmp_path / "snap"), str(sample)],
+            preexec_fn=cgroup.join,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        stats = cgroup.stats()
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"asked": 2 * len(expected), "wrong": 0}
+    # the limit was reached (page cache reclaimed), and nobody was killed
+    assert stats["failcnt"] > 0 and stats["oom_kill"] == 0 and stats["max_usage"] <= limit
