@@ -65,7 +65,14 @@ def children(pid: int) -> list[int]:
 class Server:
     """gunicorn with kv_app's settings, for kv_app or the baseline app."""
 
-    def __init__(self, data: Path | None, workers: int, store: str, baseline: bool = False):
+    def __init__(
+        self,
+        data: Path | None,
+        workers: int,
+        store: str,
+        baseline: bool = False,
+        preexec_fn=None,
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("KV_")}
@@ -79,7 +86,9 @@ class Server:
             env["KV_DATA_PATH"] = str(data)
         self.log = tempfile.TemporaryFile("w+")
         self.started = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn
+        )
         self.ready_seconds = self._wait(workers)
 
     def _wait(self, workers: int) -> float:
@@ -107,18 +116,23 @@ class Server:
         return self.log.read()
 
     def load_seconds(self) -> float | None:
-        found = re.search(r"loaded [\d,]+ pairs .* in ([\d.]+) s", self.output())
-        return float(found.group(1)) if found else None
+        """Seconds the store took to load (a text file) or open (a snapshot)."""
+        found = re.search(r"(?:loaded|opened) .* in ([\d.]+) (m?s)\b", self.output())
+        if not found:
+            return None
+        return float(found.group(1)) / (1000 if found.group(2) == "ms" else 1)
 
     def children(self) -> list[int]:
         return children(self.proc.pid)
 
-    def pss_mb(self) -> float:
-        """Total proportional set size of master and workers, MB."""
+    def pss_mb(self, kind: str = "") -> float:
+        """Total proportional set size of master and workers, MB: all of it, or only
+        its anonymous memory (kind="Anon") or its file pages (kind="File")."""
         total = 0
+        field = f"Pss_{kind}" if kind else "Pss"
         for pid in [self.proc.pid, *self.children()]:
             text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-            total += int(re.search(r"^Pss:\s+(\d+) kB", text, re.M).group(1))
+            total += int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1))
         return total / 1024
 
     def master_peak_mb(self) -> float:
@@ -197,16 +211,41 @@ def single_vs_baseline(url: str, base_url: str, keys: Path, args) -> tuple[dict,
     return kv, base
 
 
+def snapshot_of(data: Path, result: dict) -> Path:
+    """Build the snapshot of a data file (once), recording build time and size."""
+    from kv_app.stores import snapshot
+
+    target = data.with_suffix(".snapshot")
+    if not target.exists():
+        print(f"# building {target} ...", flush=True)
+        started = time.perf_counter()
+        snapshot.build(data, target)
+        result["build_s"] = round(time.perf_counter() - started, 2)
+    result["snapshot_mb"] = round((target / snapshot.DATA_FILE).stat().st_size / 1e6, 1)
+    return target
+
+
+def small_text_ready_s(args) -> float:
+    """Process start to first answer over a 1,000-pair text file: the start-time reference."""
+    data, _ = data_files(1000, args.data_dir)
+    server = Server(data, args.workers, "dict")
+    server.stop()
+    return round(server.ready_seconds, 3)
+
+
 def bench_size(n: int, args) -> dict:
     data, keys = data_files(n, args.data_dir)
     result: dict = {"pairs": n, "file_mb": round(data.stat().st_size / 1e6, 1)}
+    if args.store == "snapshot":
+        data = snapshot_of(data, result)
+        result["small_text_ready_s"] = small_text_ready_s(args)
 
     server = Server(data, args.workers, args.store)
     # The framework's ceiling: the constant-returning app under the same settings.
     baseline = Server(None, args.workers, args.store, baseline=True)
     try:
         result["load_s"] = server.load_seconds()
-        result["ready_s"] = round(server.ready_seconds, 2)
+        result["ready_s"] = round(server.ready_seconds, 3)
         result["master_peak_mb"] = round(server.master_peak_mb(), 1)
         result["single"], result["baseline"] = single_vs_baseline(
             server.url, baseline.url, keys, args
@@ -231,20 +270,45 @@ def bench_size(n: int, args) -> dict:
         for workers in (1, 2, 4):
             server = Server(data, workers, args.store)
             try:
-                before = server.pss_mb()
+                before = [server.pss_mb(kind) for kind in ("", "Anon", "File")]
                 r = wrk(
                     server.url, "lookup.lua", 8, args.memory_duration,
                     {"KEYS_FILE": str(keys), "BATCH": "1000"},
                 )  # fmt: skip
-                after = server.pss_mb()
+                after = [server.pss_mb(kind) for kind in ("", "Anon", "File")]
             finally:
                 server.stop()
             result["memory"][str(workers)] = {
-                "pss_start_mb": round(before, 1),
-                "pss_after_mb": round(after, 1),
+                "pss_start_mb": round(before[0], 1),
+                "pss_after_mb": round(after[0], 1),
+                "anon_start_mb": round(before[1], 1),
+                "anon_after_mb": round(after[1], 1),
+                "file_start_mb": round(before[2], 1),
+                "file_after_mb": round(after[2], 1),
                 "lookups_per_worker": r["requests"] * 1000 // workers,
             }
+    if args.limit_mb:
+        result["limited"] = under_limit(data, keys, args)
     return result
+
+
+def under_limit(data: Path, keys: Path, args) -> dict:
+    """The server inside a memory cgroup of --limit-mb, its files evicted from the page
+    cache first: random single-key GETs at 1 connection, then the cgroup's counters."""
+    import memlimit
+
+    from kv_app.stores import snapshot
+
+    files = [data / snapshot.DATA_FILE] if data.is_dir() else [data]
+    memlimit.evict(*files)
+    with memlimit.MemoryLimit(args.limit_mb << 20, name="kv-bench") as limit:
+        server = Server(data, args.workers, args.store, preexec_fn=limit.join)
+        try:
+            r = wrk(server.url, "lookup.lua", 1, args.duration, {"KEYS_FILE": str(keys)})
+            r["ready_s"] = round(server.ready_seconds, 3)
+        finally:
+            server.stop()
+        return {**r, **limit.stats(), "limit_mb": args.limit_mb}
 
 
 def print_table(report: dict) -> None:
@@ -271,12 +335,32 @@ def print_table(report: dict) -> None:
             f"{b['10']['keys_per_s']:,}", f"{b['100']['keys_per_s']:,}", f"{b['1000']['keys_per_s']:,}",
         )))  # fmt: skip
     if any("memory" in r for r in report["sizes"]):
-        print("\npairs | workers | PSS after start MB | PSS after load MB | ratio | lookups/worker")
+        print("\npairs | workers | PSS after start MB | PSS after load MB | ratio | "
+              "anon start/after MB | file start/after MB | lookups/worker")  # fmt: skip
         for r in report["sizes"]:
             for w, m in r.get("memory", {}).items():
                 ratio = m["pss_after_mb"] / m["pss_start_mb"]
                 print(f"{r['pairs']:,} | {w} | {m['pss_start_mb']} | {m['pss_after_mb']} | "
-                      f"{ratio:.2f} | {m['lookups_per_worker']:,}")  # fmt: skip
+                      f"{ratio:.2f} | {m['anon_start_mb']}/{m['anon_after_mb']} | "
+                      f"{m['file_start_mb']}/{m['file_after_mb']} | "
+                      f"{m['lookups_per_worker']:,}")  # fmt: skip
+    if any("build_s" in r or "snapshot_mb" in r for r in report["sizes"]):
+        print("\npairs | text MB | build s | snapshot MB | open ms | ready s | "
+              "ready s, 1,000-pair text file | ratio")  # fmt: skip
+        for r in report["sizes"]:
+            open_ms = r["load_s"] * 1000 if r["load_s"] is not None else float("nan")
+            print(f"{r['pairs']:,} | {r['file_mb']} | {r.get('build_s', '(built before)')} | "
+                  f"{r['snapshot_mb']} | {open_ms:.2f} | {r['ready_s']} | "
+                  f"{r['small_text_ready_s']} | {r['ready_s'] / r['small_text_ready_s']:.2f}")  # fmt: skip
+    if any("limited" in r for r in report["sizes"]):
+        print("\npairs | limit MB | data MB | c1 req/s | c1 p50 ms | c1 p99 ms | errors | "
+              "max usage MB | failcnt | oom_kill")  # fmt: skip
+        for r in report["sizes"]:
+            if "limited" in r:
+                m = r["limited"]
+                print(f"{r['pairs']:,} | {m['limit_mb']} | {r.get('snapshot_mb', r['file_mb'])} | "
+                      f"{m['rps']:,.0f} | {m['p50_ms']} | {m['p99_ms']} | {m['errors']} | "
+                      f"{m['max_usage'] / 2**20:.1f} | {m['failcnt']} | {m['oom_kill']}")  # fmt: skip
     errors = [
         (r["pairs"], k)
         for r in report["sizes"]
@@ -302,6 +386,11 @@ def main() -> None:
         "--skip-memory", action="store_true", help="skip the 1/2/4-worker memory runs"
     )
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "kv-bench")
+    parser.add_argument(
+        "--limit-mb",
+        type=int,
+        help="also serve each size inside a memory cgroup of this many MB (root, cgroup v1)",
+    )
     parser.add_argument(
         "--out", type=Path, help="JSON file (default bench-results/bench-STORE.json)"
     )

@@ -33,6 +33,27 @@ def _key_halves(buf: bytes, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return hi, lo
 
 
+def key_nibbles(keys: Sequence[str]) -> np.ndarray | None:
+    """The (n, 32) hex digit values of keys that are all UUIDs (either case), else None:
+    the vectorised form of canonical_key, for batches."""
+    if not keys or not all(isinstance(k, str) and len(k) == KEY_LEN for k in keys):
+        return None
+    # Every key is 36 characters long (checked one by one: two keys of 35 and 37
+    # characters must not pass as two of 36), so each is one row here; "replace" keeps
+    # one byte per character.
+    rows = np.frombuffer("".join(keys).encode("ascii", "replace"), dtype=np.uint8)
+    rows = rows.reshape(-1, KEY_LEN)
+    nibbles = _HEX_VALUE[rows[:, DIGIT_COLUMNS]]
+    if (nibbles == 255).any() or (rows[:, DASH_COLUMNS] != ord("-")).any():
+        return None
+    return nibbles
+
+
+def key_bytes_many(nibbles: np.ndarray) -> bytes:
+    """The 16 bytes of each key (as key_nibbles gives them), one after the other."""
+    return np.ascontiguousarray((nibbles[:, 0::2] << 4) | nibbles[:, 1::2]).tobytes()
+
+
 def _pack_halves(nibbles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(n, 32) hex digit values -> the keys' high and low 64-bit halves."""
     packed = np.ascontiguousarray((nibbles[:, 0::2] << 4) | nibbles[:, 1::2])
@@ -135,16 +156,9 @@ class CompactStore(LoadedFromText, Mapping[str, str]):
         batch of 1000 costs about as much as a few single lookups. Others are looked up
         one by one.
         """
-        if not keys or not all(isinstance(k, str) and len(k) == KEY_LEN for k in keys):
+        nibbles = key_nibbles(keys)
+        if nibbles is None:  # not all UUIDs: one by one
             return [self.get(key) for key in keys]
-        # Every key is 36 characters long (checked one by one: two keys of 35 and 37
-        # characters must not pass as two of 36), so each is one row here; "replace"
-        # keeps one byte per character.
-        rows = np.frombuffer("".join(keys).encode("ascii", "replace"), dtype=np.uint8)
-        rows = rows.reshape(-1, KEY_LEN)
-        nibbles = _HEX_VALUE[rows[:, DIGIT_COLUMNS]]
-        if (nibbles == 255).any() or (rows[:, DASH_COLUMNS] != ord("-")).any():
-            return [self.get(key) for key in keys]  # not all UUIDs: one by one
         high, low = _pack_halves(nibbles)
         at = np.minimum(self._hi.searchsorted(high), len(self._hi) - 1)
         same_high = self._hi[at] == high
