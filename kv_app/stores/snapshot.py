@@ -60,8 +60,8 @@ MANIFEST_FIELDS = (
 )
 # Work on the text file this many bytes at a time (bounds the transient memory).
 CHUNK_BYTES = 64 * 1024 * 1024
-# Pairs written to LMDB per putmulti call.
-WRITE_BATCH = 100_000
+# Pairs written to LMDB per transaction.
+WRITE_BATCH = 200_000
 
 
 class SnapshotError(LoadError):
@@ -295,9 +295,12 @@ def _write(tmp: Path, mm: mmap.mmap, pairs: _Pairs, order: np.ndarray, size: int
         str(path), map_size=max(1 << 26, 3 * size), subdir=False, lock=False, sync=False
     )
     try:
-        with env.begin(write=True) as txn:
-            cursor = txn.cursor()
-            for first in range(0, len(order), WRITE_BATCH):
+        for first in range(0, len(order), WRITE_BATCH):
+            # One transaction per batch: LMDB keeps a transaction's dirty pages in
+            # memory until it commits, so one for everything held a copy of the data.
+            # (Nobody sees the file before the rename, so partial commits are harmless.)
+            with env.begin(write=True) as txn:
+                cursor = txn.cursor()
                 part = order[first : first + WRITE_BATCH]
                 halves = np.empty((len(part), 2), dtype=">u8")
                 halves[:, 0], halves[:, 1] = pairs.hi[part], pairs.lo[part]
@@ -346,12 +349,6 @@ def _fsync_dir(path: Path) -> None:
 
 
 # --- Opening and serving -----------------------------------------------------------------
-
-
-def is_snapshot(path: str | os.PathLike[str]) -> bool:
-    """Is path a snapshot directory or a snapshot root (it has a `current` link)?"""
-    path = Path(path)
-    return path.is_dir() and ((path / MANIFEST).exists() or (path / CURRENT).is_symlink())
 
 
 def resolve(path: str | os.PathLike[str]) -> Path:
