@@ -7,7 +7,7 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import BadRequest, NotAcceptable, NotFound, RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
 
-from kv_app.keys import canonical_key, malformed
+from kv_app.keys import canonical_key, canonical_keys, malformed
 
 bp = Blueprint("api", __name__)
 
@@ -131,10 +131,9 @@ def batch_ids(body: bytes, limit: int) -> list[str]:
         raise BadRequest('"ids" must be a list of UUID strings')
     if len(ids) > limit:
         raise RequestEntityTooLarge(f"too many ids: {len(ids)}, at most {limit} per request")
-    keys = [canonical_key(i) for i in ids]
-    bad = [i for i, key in zip(ids, keys, strict=True) if key is None]
-    if bad:
-        raise InvalidIds(bad)
+    keys = canonical_keys(ids)
+    if keys is None:  # some are not keys: name them
+        raise InvalidIds([i for i in ids if canonical_key(i) is None])
     return list(dict.fromkeys(keys))
 
 

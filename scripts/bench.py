@@ -304,7 +304,7 @@ def under_limit(data: Path, keys: Path, args) -> dict:
     with memlimit.MemoryLimit(args.limit_mb << 20, name="kv-bench") as limit:
         server = Server(data, args.workers, args.store, preexec_fn=limit.join)
         try:
-            r = wrk(server.url, "lookup.lua", 1, args.duration, {"KEYS_FILE": str(keys)})
+            r = wrk(server.url, "lookup.lua", 1, args.limit_duration, {"KEYS_FILE": str(keys)})
             r["ready_s"] = round(server.ready_seconds, 3)
         finally:
             server.stop()
@@ -390,6 +390,12 @@ def main() -> None:
         "--limit-mb",
         type=int,
         help="also serve each size inside a memory cgroup of this many MB (root, cgroup v1)",
+    )
+    parser.add_argument(
+        "--limit-duration",
+        type=int,
+        default=30,
+        help="seconds of random lookups under the limit (enough to touch more than it holds)",
     )
     parser.add_argument(
         "--out", type=Path, help="JSON file (default bench-results/bench-STORE.json)"
