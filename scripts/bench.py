@@ -120,7 +120,7 @@ class Server:
         found = re.search(r"(?:loaded|opened) .* in ([\d.]+) (m?s)\b", self.output())
         if not found:
             return None
-        return float(found.group(1)) / (1000 if found.group(2) == "ms" else 1)
+        return round(float(found.group(1)) / (1000 if found.group(2) == "ms" else 1), 6)
 
     def children(self) -> list[int]:
         return children(self.proc.pid)
