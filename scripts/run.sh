@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Run the Docker image on port 8123, serving DATA_FILE from its directory mounted read-only:
-#   bash scripts/run.sh [DATA_FILE] [docker run options...]    (default data/sample.data)
+# Run the Docker image on port 8123, serving DATA_FILE from its directory mounted read-only,
+# or a snapshot (or a root of snapshot versions) mounted read-only at /data:
+#   bash scripts/run.sh [DATA_FILE|SNAPSHOT_DIR|ROOT] [docker run options...]
+#   (default data/sample.data)
 # Env: KV_IMAGE (default kv-app:latest), KV_PORT (host port, default 8123).
 #
 # The directory is mounted, not the file: a new version renamed over DATA_FILE on the host
@@ -10,10 +12,17 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 data=$(realpath -s "${1:-$root/data/sample.data}")
 shift || true
-[ -f "$data" ] || { echo "run.sh: $data: no such file" >&2; exit 1; }
+if [ -d "$data" ]; then  # a snapshot, or a root whose relative `current` link resolves inside
+  mount=$data inside=/data
+elif [ -f "$data" ]; then
+  mount=$(dirname "$data") inside=/data/$(basename "$data")
+else
+  echo "run.sh: $data: no such file or directory" >&2
+  exit 1
+fi
 exec docker run --rm --name "kv-app-${KV_PORT:-8123}" \
   --publish "127.0.0.1:${KV_PORT:-8123}:8123" \
-  --volume "$(dirname "$data"):/data:ro" \
-  --env "KV_DATA_PATH=/data/$(basename "$data")" \
+  --volume "$mount:/data:ro" \
+  --env "KV_DATA_PATH=$inside" \
   --read-only --tmpfs /tmp \
   "$@" "${KV_IMAGE:-kv-app:latest}"
