@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -48,6 +49,36 @@ def _wait(url: str, condition, timeout: float = 60.0):
     raise AssertionError(f"timed out waiting for {url}")
 
 
+class Container:
+    """`bash scripts/run.sh PATH` on a free port: the README's way to run the image."""
+
+    def __init__(self, image: str, path: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.name = f"kv-app-{self.port}"
+        env = {**os.environ, "KV_PORT": str(self.port), "KV_IMAGE": image}
+        self.run = subprocess.Popen(
+            ["bash", str(ROOT / "scripts" / "run.sh"), str(path)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.output = ""
+
+    def hup(self) -> None:
+        subprocess.run(
+            ["docker", "kill", "--signal", "HUP", self.name], check=True, capture_output=True
+        )
+
+    def __enter__(self) -> Container:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        subprocess.run(["docker", "stop", self.name], capture_output=True)
+        self.output, _ = self.run.communicate(timeout=30)
+
+
 def test_swap_by_rename_and_hup_in_the_container(image, tmp_path):
     """Defect 12: run.sh mounted the single file, so a HUP reloaded the old inode."""
     data = tmp_path / "current.data"
@@ -55,35 +86,21 @@ def test_swap_by_rename_and_hup_in_the_container(image, tmp_path):
     data.write_text("".join(f"{k} old:{v}\n" for k, v in pairs))
     tmp_path.chmod(0o755)
     data.chmod(0o644)
-    port = free_port()
-    name = f"kv-app-{port}"
-    env = {**os.environ, "KV_PORT": str(port), "KV_IMAGE": image}
-    run = subprocess.Popen(
-        ["bash", str(ROOT / "scripts" / "run.sh"), str(data)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        key = pairs[0][0]
-        _wait(f"{url}/readyz", lambda r: r.status_code == 200)
-        old = requests.get(f"{url}/readyz", timeout=5).json()
+    key = pairs[0][0]
+    with Container(image, data) as c:
+        _wait(f"{c.url}/readyz", lambda r: r.status_code == 200)
+        old = requests.get(f"{c.url}/readyz", timeout=5).json()
         new = tmp_path / "next.data"
         new.write_text("".join(f"{k} new:{v}\n" for k, v in pairs))
         new.chmod(0o644)
         os.replace(new, data)
-        subprocess.run(["docker", "kill", "--signal", "HUP", name], check=True, capture_output=True)
-        r = _wait(f"{url}/items/{key}", lambda r: r.json()["value"].startswith("new:"))
+        c.hup()
+        r = _wait(f"{c.url}/items/{key}", lambda r: r.json()["value"].startswith("new:"))
         # the old workers may still answer a request or two while they stop
-        ready = _wait(f"{url}/readyz", lambda r: r.json()["version"] != old["version"]).json()
+        ready = _wait(f"{c.url}/readyz", lambda r: r.json()["version"] != old["version"]).json()
         assert old["version"] == old["sha256"][:16]
         assert r.headers["X-Data-Version"] == ready["version"]
-    finally:
-        subprocess.run(["docker", "stop", name], capture_output=True)
-        out, _ = run.communicate(timeout=30)
-    assert "from /data/current.data in" in out and ready["version"] in out
+    assert "from /data/current.data in" in c.output and ready["version"] in c.output
 
 
 def test_a_snapshot_root_published_on_the_host(image, tmp_path):
@@ -93,29 +110,13 @@ def test_a_snapshot_root_published_on_the_host(image, tmp_path):
     pairs = list(make_data.pairs(50, seed=6))
     root = tmp_path / "root"
     for tag in ("v1", "v2"):
-        text = tmp_path / f"{tag}.data"
-        text.write_text("".join(f"{k} {tag}:{v}\n" for k, v in pairs))
-        if tag == "v1":
-            snapshot.publish(text, root)
+        (tmp_path / f"{tag}.data").write_text("".join(f"{k} {tag}:{v}\n" for k, v in pairs))
+    snapshot.publish(tmp_path / "v1.data", root)
     tmp_path.chmod(0o755)
-    port = free_port()
-    name = f"kv-app-{port}"
-    env = {**os.environ, "KV_PORT": str(port), "KV_IMAGE": image}
-    run = subprocess.Popen(
-        ["bash", str(ROOT / "scripts" / "run.sh"), str(root)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        key = pairs[0][0]
-        _wait(f"{url}/items/{key}", lambda r: r.json()["value"].startswith("v1:"))
+    key = pairs[0][0]
+    with Container(image, root) as c:
+        _wait(f"{c.url}/items/{key}", lambda r: r.json()["value"].startswith("v1:"))
         snapshot.publish(tmp_path / "v2.data", root)
-        subprocess.run(["docker", "kill", "--signal", "HUP", name], check=True, capture_output=True)
-        _wait(f"{url}/items/{key}", lambda r: r.json()["value"].startswith("v2:"))
-        _wait(f"{url}/readyz", lambda r: r.json()["snapshot_version"] == 2)
-    finally:
-        subprocess.run(["docker", "stop", name], capture_output=True)
-        run.communicate(timeout=30)
+        c.hup()
+        _wait(f"{c.url}/items/{key}", lambda r: r.json()["value"].startswith("v2:"))
+        _wait(f"{c.url}/readyz", lambda r: r.json()["snapshot_version"] == 2)

@@ -98,7 +98,22 @@ def kind_of(store: Store) -> str:
     return next(kind.name for kind in STORES.values() if kind.target == target)
 
 
-class LoadedFromText:
+class ByGet:
+    """[] and `in` for a store whose get() answers None for a missing key."""
+
+    __slots__ = ()
+
+    def __getitem__(self, key: str) -> str:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key) is not None
+
+
+class LoadedFromText(ByGet):
     """Identity for the stores loaded from a text file: their loader.LoadReport."""
 
     __slots__ = ()

@@ -33,12 +33,6 @@ class DictStore(LoadedFromText, Mapping[str, str]):
         data, report = loader.load(path, strict=strict, progress=progress)
         return cls(data, report)
 
-    def __getitem__(self, key: str) -> str:
-        value = self.get(key)
-        if value is None:
-            raise KeyError(key)
-        return value
-
     def get(self, key: str, default: str | None = None) -> str | None:
         value = self._data.get(key)
         # Only keys as the loader stores them are in the dict: lower-case UUIDs. Anything
@@ -51,9 +45,6 @@ class DictStore(LoadedFromText, Mapping[str, str]):
         """The value of each key, None where missing."""
         get = self.get
         return [get(key) for key in keys]
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self.get(key) is not None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._data)

@@ -36,7 +36,7 @@ import numpy as np
 from kv_app import __version__, lines, loader
 from kv_app.keys import KEY_LEN, canonical_key, key_bytes, key_text
 from kv_app.loader import LoadError, Problem, Progress
-from kv_app.stores import kind_of
+from kv_app.stores import ByGet, kind_of
 from kv_app.stores.compact import _key_halves, key_bytes_many, key_nibbles
 
 FORMAT = "kv_app-snapshot"
@@ -487,7 +487,7 @@ def verify(path: str | os.PathLike[str], source: str | os.PathLike[str] | None =
     return manifest
 
 
-class SnapshotStore(Mapping[str, str]):
+class SnapshotStore(ByGet, Mapping[str, str]):
     """The pairs of a snapshot, read through the page cache: nothing is loaded.
 
     Each process opens its own LMDB environment on its first lookup (never one across
@@ -531,15 +531,6 @@ class SnapshotStore(Mapping[str, str]):
         wanted = [raw[i : i + 16] for i in range(0, len(raw), 16)]
         found = dict(self._reader().cursor().getmulti(sorted(set(wanted))))
         return [None if (v := found.get(k)) is None else v.decode("utf-8") for k in wanted]
-
-    def __getitem__(self, key: str) -> str:
-        value = self.get(key)
-        if value is None:
-            raise KeyError(key)
-        return value
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self.get(key) is not None
 
     def __iter__(self) -> Iterator[str]:
         cursor = self._reader().cursor()
