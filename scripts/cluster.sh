@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# A local cluster on 127.0.0.1: N replicas of `kv-app serve DATA` behind nginx with
+# consistent hashing on the id (deploy/nginx-replicas.conf). For trying, for the tests,
+# and as the executable description of the topology.
+#
+#   bash scripts/cluster.sh up DATA [--replicas N] [--port P]   # front on P (8123), replicas on P+1..P+N
+#   bash scripts/cluster.sh status [--port P]                   # one line a replica: port pid data-version
+#   bash scripts/cluster.sh down [--port P]                     # stop everything it started
+#
+# DATA is a text file or a snapshot (or a root of versions). State, logs and the rendered
+# nginx.conf live in ${KV_CLUSTER_DIR:-/tmp/kv-cluster-P}. Needs nginx (Debian package).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+command=${1:-}
+shift || true
+data="" replicas=2 port=8123
+while [ $# -gt 0 ]; do
+  case $1 in
+    --replicas) replicas=$2; shift 2 ;;
+    --port) port=$2; shift 2 ;;
+    -*) echo "cluster.sh: unknown option $1" >&2; exit 2 ;;
+    *) data=$1; shift ;;
+  esac
+done
+state=${KV_CLUSTER_DIR:-${TMPDIR:-/tmp}/kv-cluster-$port}
+kv_app=${KV_APP:-kv-app}
+command -v "$kv_app" >/dev/null || kv_app="$root/.venv/bin/kv-app"
+
+answers() {  # answers URL: true once it answers /readyz with 200
+  python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/readyz", timeout=1)' "$1" 2>/dev/null
+}
+
+wait_for() {  # wait_for URL SECONDS
+  local deadline=$((SECONDS + $2))
+  until answers "$1"; do
+    if [ $SECONDS -ge $deadline ]; then echo "cluster.sh: $1 did not answer in $2 s" >&2; return 1; fi
+    sleep 0.1
+  done
+}
+
+up() {
+  [ -n "$data" ] || { echo "usage: cluster.sh up DATA [--replicas N] [--port P]" >&2; exit 2; }
+  command -v nginx >/dev/null || { echo "cluster.sh: nginx is not installed (apt-get install nginx)" >&2; exit 1; }
+  [ ! -e "$state/nginx.pid" ] || { echo "cluster.sh: a cluster on port $port is up ($state)" >&2; exit 1; }
+  mkdir -p "$state"
+  data=$(realpath "$data")
+  servers=""
+  for i in $(seq 1 "$replicas"); do
+    p=$((port + i))
+    "$kv_app" serve "$data" --host 127.0.0.1 --port "$p" --pid-file "$state/replica-$p.pid" \
+      >"$state/replica-$p.log" 2>&1 &
+    servers+="        server 127.0.0.1:$p max_fails=1 fail_timeout=3s;"$'\n'
+  done
+  for i in $(seq 1 "$replicas"); do
+    wait_for "http://127.0.0.1:$((port + i))" 120 || { down >/dev/null; exit 1; }
+  done
+  escaped=${servers//$'\n'/\\n}
+  sed -e "s|@PORT@|$port|" -e "s|@SERVERS@|${escaped%\\n}|" "$root/deploy/nginx-replicas.conf" \
+    >"$state/nginx.conf"
+  if ! nginx -p "$state/" -c "$state/nginx.conf" -g "daemon on;" 2>>"$state/nginx.log" ||
+    ! wait_for "http://127.0.0.1:$port" 30; then
+    echo "cluster.sh: the front did not start: $(tail -n 1 "$state/nginx.log")" >&2
+    down >/dev/null
+    exit 1
+  fi
+  echo "front http://127.0.0.1:$port -> $replicas replicas on ports $((port + 1))-$((port + replicas)) ($state)"
+}
+
+status() {
+  for pidfile in "$state"/replica-*.pid; do
+    [ -e "$pidfile" ] || continue
+    p=${pidfile##*/replica-}; p=${p%.pid}
+    version=$(python3 -c 'import json, sys, urllib.request
+try: print(json.load(urllib.request.urlopen(sys.argv[1], timeout=2))["version"])
+except Exception: print("down")' "http://127.0.0.1:$p/readyz")
+    echo "$p $(cat "$pidfile" 2>/dev/null || echo -) $version"
+  done
+}
+
+down() {
+  if [ -e "$state/nginx.pid" ]; then
+    nginx -p "$state/" -c "$state/nginx.conf" -s quit 2>/dev/null || kill "$(cat "$state/nginx.pid")" 2>/dev/null || true
+  fi
+  pids=()
+  for pidfile in "$state"/replica-*.pid; do
+    [ -e "$pidfile" ] || continue
+    pid=$(cat "$pidfile")
+    kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
+  done
+  for pid in "${pids[@]}"; do  # gunicorn removes its pid file as it exits
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  done
+  for _ in $(seq 50); do [ -e "$state/nginx.pid" ] || break; sleep 0.1; done
+  rm -f "$state"/replica-*.pid
+  echo "stopped the cluster on port $port"
+}
+
+case $command in
+  up) up ;;
+  status) status ;;
+  down) down ;;
+  *) echo "usage: cluster.sh up DATA [--replicas N] [--port P] | status [--port P] | down [--port P]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,147 @@
+"""scripts/cluster.sh: replicas behind nginx with consistent hashing, on 127.0.0.1
+(skipped where nginx is not installed)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+import requests
+from test_faults import finish, streams
+
+from conftest import KV_APP, ROOT, bench, make_data, wait_for
+from kv_app.client import KVClient
+
+pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+REPLICAS = 3
+
+
+def free_ports(n: int) -> int:
+    """A port P such that P..P+n-1 are all free now."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + n >= 65535:
+            continue
+        try:
+            for p in range(base, base + n):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no free ports")
+
+
+def cluster(*args: str, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(ROOT / "scripts" / "cluster.sh"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=check,
+    )
+
+
+@pytest.fixture(scope="module")
+def front(tmp_path_factory, data_file):
+    port = free_ports(REPLICAS + 1)
+    state = tmp_path_factory.mktemp("cluster")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KV_")}
+    env.update(KV_CLUSTER_DIR=str(state), KV_APP=KV_APP)
+    up = cluster("up", str(data_file), "--replicas", str(REPLICAS), "--port", str(port), env=env)
+    assert f"front http://127.0.0.1:{port}" in up.stdout
+    yield f"http://127.0.0.1:{port}", port, state, env
+    down = cluster("down", "--port", str(port), env=env, check=False)
+    assert "stopped" in down.stdout
+
+
+def replica_of(url: str, key: str) -> str:
+    return requests.get(f"{url}/items/{key}", timeout=5).headers["X-KV-Replica"]
+
+
+def test_every_id_exactly_through_the_front(front, data):
+    url = front[0]
+    with KVClient(url) as kv:
+        assert kv.get_many(data) == data
+        for key in list(data)[::20]:
+            assert kv[key] == data[key]
+
+
+def test_the_same_id_goes_to_the_same_replica(front, data):
+    url = front[0]
+    keys = list(data)[:60]
+    first = {key: replica_of(url, key) for key in keys}
+    assert all(replica_of(url, key) == first[key] for key in keys)
+    assert len(set(first.values())) == REPLICAS  # the ids are spread over every replica
+
+
+def test_status_names_every_replica_and_its_version(front, data_file):
+    url, port, _, env = front
+    lines = cluster("status", "--port", str(port), env=env).stdout.splitlines()
+    version = requests.get(f"{url}/readyz", timeout=5).json()["version"]
+    assert [line.split()[0] for line in lines] == [str(port + i) for i in range(1, REPLICAS + 1)]
+    assert all(line.split()[2] == version for line in lines)
+
+
+def test_a_killed_replica_loses_no_request_and_gets_its_ids_back(front, data, data_file):
+    url, port, state, _ = front
+    keys = list(data)
+    owner = {key: replica_of(url, key) for key in keys[:60]}
+    victim_port = port + 1
+    victim = f"127.0.0.1:{victim_port}"
+    its_ids = [k for k, r in owner.items() if r == victim]
+    assert its_ids
+    clients = streams(url, keys)
+    master = int((state / f"replica-{victim_port}.pid").read_text())
+    for pid in [master, *bench.children(master)]:
+        os.kill(pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    wait_for(lambda: sum(1 for c in clients for r in list(c.results) if r[0] > killed_at) > 300)
+    results = finish(clients)
+    failed = [r for r in results if r[2] != 200 or r[3] != data[r[1]]]
+    assert failed == [], failed[:5]
+    # The replica comes back on its port: after fail_timeout its ids go back to it.
+    # The pid file a killed master leaves behind (gunicorn refuses a live-looking one, and
+    # an unreaped zombie looks alive).
+    (state / f"replica-{victim_port}.pid").unlink()
+    with open(state / f"replica-{victim_port}.log", "a") as log:
+        back = subprocess.Popen(
+            [KV_APP, "serve", str(data_file), "--port", str(victim_port),
+             "--pid-file", str(state / f"replica-{victim_port}.pid")],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: _answers(f"http://{victim}"))
+        wait_for(lambda: replica_of(url, its_ids[0]) == victim, timeout=15)
+        assert all(replica_of(url, key) == victim for key in its_ids)
+    finally:
+        back.send_signal(signal.SIGTERM)
+        back.wait(timeout=30)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url + "/readyz", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_a_batch_is_retried_on_another_replica(front, data, tmp_path):
+    """POST /items/batch only reads: nginx retries it elsewhere (non_idempotent)."""
+    url = front[0]
+    keys = list(data)[:100]
+    with KVClient(url) as kv:
+        for _ in range(20):
+            assert kv.get_many(keys) == {k: data[k] for k in keys}
+
+
+def test_make_data_is_what_the_replicas_serve(data):
+    assert len(data) == len(dict(make_data.pairs(2000, seed=7)))
