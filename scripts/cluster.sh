@@ -5,6 +5,9 @@
 #
 #   bash scripts/cluster.sh up DATA [--replicas N] [--port P]   # front on P (8123), replicas on P+1..P+N
 #   bash scripts/cluster.sh status [--port P]                   # one line a replica: port pid data-version
+#   bash scripts/cluster.sh reload [--port P]                   # rolling: SIGHUP each replica in turn
+#   bash scripts/cluster.sh switch DATA [--port P]              # all at once (blue/green): new replicas
+#                                                               # for DATA, then the front switches
 #   bash scripts/cluster.sh down [--port P]                     # stop everything it started
 #
 # DATA is a text file or a snapshot (or a root of versions). State, logs and the rendered
@@ -38,25 +41,54 @@ wait_for() {  # wait_for URL SECONDS
   done
 }
 
+ports_of() {  # ports_of COLOR: the replicas' ports of one set (0: P+1..P+N, 1: P+N+1..P+2N)
+  local n; n=$(cat "$state/replicas")
+  seq $((port + 1 + $1 * n)) $((port + n + $1 * n))
+}
+
+start_set() {  # start_set COLOR DATA: start that set's replicas and wait until each answers
+  local p servers=""
+  for p in $(ports_of "$1"); do
+    "$kv_app" serve "$2" --host 127.0.0.1 --port "$p" --pid-file "$state/replica-$p.pid" \
+      >"$state/replica-$p.log" 2>&1 &
+  done
+  for p in $(ports_of "$1"); do
+    wait_for "http://127.0.0.1:$p" 120 || return 1
+  done
+}
+
+stop_set() {  # stop_set COLOR: SIGTERM (graceful) that set's replicas and wait for them
+  local p pid pids=()
+  for p in $(ports_of "$1"); do
+    [ -e "$state/replica-$p.pid" ] || continue
+    pid=$(cat "$state/replica-$p.pid")
+    kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
+  done
+  for pid in "${pids[@]}"; do  # gunicorn removes its pid file as it exits
+    for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  done
+  for p in $(ports_of "$1"); do rm -f "$state/replica-$p.pid"; done
+}
+
+render_front() {  # render_front COLOR: nginx.conf sending to that set
+  local p servers=""
+  for p in $(ports_of "$1"); do
+    servers+="        server 127.0.0.1:$p max_fails=1 fail_timeout=3s;\n"
+  done
+  sed -e "s|@PORT@|$port|" -e "s|@SERVERS@|${servers%\\n}|" "$root/deploy/nginx-replicas.conf" \
+    >"$state/nginx.conf.new"
+  mv "$state/nginx.conf.new" "$state/nginx.conf"
+  echo "$1" >"$state/color"
+}
+
 up() {
   [ -n "$data" ] || { echo "usage: cluster.sh up DATA [--replicas N] [--port P]" >&2; exit 2; }
   command -v nginx >/dev/null || { echo "cluster.sh: nginx is not installed (apt-get install nginx)" >&2; exit 1; }
   [ ! -e "$state/nginx.pid" ] || { echo "cluster.sh: a cluster on port $port is up ($state)" >&2; exit 1; }
   mkdir -p "$state"
-  data=$(realpath "$data")
-  servers=""
-  for i in $(seq 1 "$replicas"); do
-    p=$((port + i))
-    "$kv_app" serve "$data" --host 127.0.0.1 --port "$p" --pid-file "$state/replica-$p.pid" \
-      >"$state/replica-$p.log" 2>&1 &
-    servers+="        server 127.0.0.1:$p max_fails=1 fail_timeout=3s;"$'\n'
-  done
-  for i in $(seq 1 "$replicas"); do
-    wait_for "http://127.0.0.1:$((port + i))" 120 || { down >/dev/null; exit 1; }
-  done
-  escaped=${servers//$'\n'/\\n}
-  sed -e "s|@PORT@|$port|" -e "s|@SERVERS@|${escaped%\\n}|" "$root/deploy/nginx-replicas.conf" \
-    >"$state/nginx.conf"
+  echo "$replicas" >"$state/replicas"
+  start_set 0 "$(realpath "$data")" || { down >/dev/null; exit 1; }
+  render_front 0
   if ! nginx -p "$state/" -c "$state/nginx.conf" -g "daemon on;" 2>>"$state/nginx.log" ||
     ! wait_for "http://127.0.0.1:$port" 30; then
     echo "cluster.sh: the front did not start: $(tail -n 1 "$state/nginx.log")" >&2
@@ -64,6 +96,41 @@ up() {
     exit 1
   fi
   echo "front http://127.0.0.1:$port -> $replicas replicas on ports $((port + 1))-$((port + replicas)) ($state)"
+}
+
+reload() {  # rolling: one replica at a time, each waiting for its own reload to end
+  local color p log before
+  color=$(cat "$state/color")
+  for p in $(ports_of "$color"); do
+    log="$state/replica-$p.log"
+    before=$(grep -c -E "reload (done|refused|failed|abandoned)" "$log" || true)
+    kill -HUP "$(cat "$state/replica-$p.pid")"
+    for _ in $(seq 600); do
+      [ "$(grep -c -E "reload (done|refused|failed|abandoned)" "$log" || true)" -gt "$before" ] && break
+      sleep 0.1
+    done
+    if tail -n 50 "$log" | grep -q -E "reload (refused|failed|abandoned)"; then
+      echo "cluster.sh: replica $p refused the reload (the rest were not asked):" >&2
+      grep -E "reload (refused|failed|abandoned)" "$log" | tail -n 1 >&2
+      exit 1
+    fi
+  done
+  status
+}
+
+switch() {  # blue/green: the other set serves DATA, then the front moves to it at once
+  [ -n "$data" ] || { echo "usage: cluster.sh switch DATA [--port P]" >&2; exit 2; }
+  local old new
+  old=$(cat "$state/color")
+  new=$((1 - old))
+  start_set "$new" "$(realpath "$data")" || { stop_set "$new"; echo "cluster.sh: the new set did not start" >&2; exit 1; }
+  render_front "$new"
+  # A graceful reload: new nginx workers send to the new set; the old ones finish what
+  # they have in flight, on the old set, then exit.
+  nginx -p "$state/" -c "$state/nginx.conf" -s reload 2>>"$state/nginx.log"
+  sleep 1  # nginx has no "reload finished" signal; its old workers drain their requests
+  stop_set "$old"
+  status
 }
 
 status() {
@@ -88,7 +155,7 @@ down() {
     kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
   done
   for pid in "${pids[@]}"; do  # gunicorn removes its pid file as it exits
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   done
   for _ in $(seq 50); do [ -e "$state/nginx.pid" ] || break; sleep 0.1; done
   rm -f "$state"/replica-*.pid
@@ -98,6 +165,8 @@ down() {
 case $command in
   up) up ;;
   status) status ;;
+  reload) reload ;;
+  switch) switch ;;
   down) down ;;
-  *) echo "usage: cluster.sh up DATA [--replicas N] [--port P] | status [--port P] | down [--port P]" >&2; exit 2 ;;
+  *) echo "usage: cluster.sh up DATA [--replicas N] [--port P] | status | reload | switch DATA | down  [--port P]" >&2; exit 2 ;;
 esac

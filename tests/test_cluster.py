@@ -145,3 +145,67 @@ def test_a_batch_is_retried_on_another_replica(front, data, tmp_path):
 
 def test_make_data_is_what_the_replicas_serve(data):
     assert len(data) == len(dict(make_data.pairs(2000, seed=7)))
+
+
+def _tagged(path, tag: str):
+    path.write_text("".join(f"{k} {tag}:{v}\n" for k, v in make_data.pairs(300, seed=11)))
+    return path
+
+
+@pytest.fixture
+def small_cluster(tmp_path):
+    """2 replicas of a 300-pair text file tagged old, and a way to run cluster.sh on it."""
+    port = free_ports(5)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KV_")}
+    env.update(KV_CLUSTER_DIR=str(tmp_path / "state"), KV_APP=KV_APP)
+
+    def run(*args):
+        return cluster(*args, "--port", str(port), env=env)
+
+    data = _tagged(tmp_path / "current.data", "old")
+    run("up", str(data), "--replicas", "2")
+    yield f"http://127.0.0.1:{port}", run, data
+    cluster("down", "--port", str(port), env=env, check=False)
+
+
+def _in_order(per_client) -> None:
+    for stream in per_client:
+        seen = [r[3].split(":", 1)[0] for r in stream]
+        assert seen == sorted(seen, key=("old", "new").index) and seen[-1] == "new", seen
+
+
+def test_all_at_once_switch_loses_nothing_and_never_goes_back(small_cluster, tmp_path):
+    """Blue/green: a second set serves the new data; nginx moves to it in one graceful
+    reload. Every client sees old, then new, never old again.
+
+    The reload closes idle keep-alive connections; a client that reuses one at that
+    instant gets a reset before any answer, and retries the GET once (as urllib3 does
+    when asked, and KVClient will): that is the only retry, and no request fails."""
+    url, run, _ = small_cluster
+    keys = [k for k, _ in make_data.pairs(300, seed=11)]
+    clients = streams(url, keys, retries=1)
+    out = run("switch", str(_tagged(tmp_path / "next.data", "new"))).stdout
+    wait_for(lambda: all(str(c.results[-1][3]).startswith("new:") for c in clients))
+    per_client = [list(c.results) for c in clients]
+    results = finish(clients)
+    assert [r for r in results if r[2] != 200] == []
+    _in_order(per_client)
+    new_version = requests.get(f"{url}/readyz", timeout=5).json()["version"]
+    assert len(out.splitlines()) == 2 and all(
+        line.endswith(new_version) for line in out.splitlines()
+    )
+
+
+def test_rolling_reload_brings_every_replica_to_the_new_version(small_cluster, tmp_path):
+    """Rolling: each replica reloads in turn (each one swaps with no failed request);
+    `cluster.sh reload` returns once every replica reports the new version."""
+    url, run, data = small_cluster
+    keys = [k for k, _ in make_data.pairs(300, seed=11)]
+    clients = streams(url, keys)
+    os.replace(_tagged(tmp_path / "next.data", "new"), data)
+    lines = run("reload").stdout.splitlines()
+    results = finish(clients)
+    assert [r for r in results if r[2] != 200] == []
+    version = lines[0].split()[2]
+    assert len(lines) == 2 and all(line.split()[2] == version for line in lines)
+    assert requests.get(f"{url}/items/{keys[0]}", timeout=5).json()["value"].startswith("new:")

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util import Retry
 
 from conftest import ROOT, bench, free_port, make_data, wait_for
 
@@ -27,9 +29,9 @@ class Stream(threading.Thread):
     """A client sending GETs for random keys back to back on one keep-alive session,
     recording (time sent, key, status, value) or (time, key, error)."""
 
-    def __init__(self, url: str, keys: list[str], seed: int):
+    def __init__(self, url: str, keys: list[str], seed: int, retries: int = 0):
         super().__init__(daemon=True)
-        self.url, self.keys = url, keys
+        self.url, self.keys, self.retries = url, keys, retries
         self.results: list[tuple] = []
         self.stop = threading.Event()
         self.seed = seed
@@ -39,6 +41,9 @@ class Stream(threading.Thread):
 
         rng = random.Random(self.seed)
         with requests.Session() as session:
+            if self.retries:  # as clients do: an idempotent GET again on a fresh connection
+                retry = Retry(total=self.retries, connect=self.retries, read=self.retries)
+                session.mount("http://", HTTPAdapter(max_retries=retry))
             while not self.stop.is_set():
                 key = rng.choice(self.keys)
                 sent = time.monotonic()
@@ -49,9 +54,9 @@ class Stream(threading.Thread):
                     self.results.append((sent, key, None, repr(e)))
 
 
-def streams(url: str, keys: list[str], n: int = 4) -> list[Stream]:
+def streams(url: str, keys: list[str], n: int = 4, retries: int = 0) -> list[Stream]:
     """n streams, returned once each has had 20 answers."""
-    started = [Stream(url, keys, seed) for seed in range(n)]
+    started = [Stream(url, keys, seed, retries) for seed in range(n)]
     for s in started:
         s.start()
     wait_for(lambda: all(len(s.results) >= 20 for s in started))
