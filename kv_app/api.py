@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import orjson
 from flask import Blueprint, Response, current_app, request
-from werkzeug.exceptions import BadRequest, NotAcceptable, NotFound, RequestEntityTooLarge
+from werkzeug.exceptions import (
+    BadRequest,
+    MisdirectedRequest,
+    NotAcceptable,
+    NotFound,
+    RequestEntityTooLarge,
+)
 from werkzeug.routing import BaseConverter
 
 from kv_app.keys import canonical_key, canonical_keys, malformed
@@ -96,11 +102,14 @@ def get_item(item_id: str) -> Response:
       400: {$ref: '#/components/responses/BadRequest'}
       404: {$ref: '#/components/responses/NotFound'}
       406: {$ref: '#/components/responses/NotAcceptable'}
+      421: {$ref: '#/components/responses/Misdirected'}
     """
     key = canonical_key(item_id)
     if key is None:
         raise BadRequest(malformed(item_id))
     text = wants_text()
+    if not store().owns(key):
+        raise Misdirected([key])
     value = store().get(key)
     if value is None:
         raise NotFound(f"no item with id {key}")
@@ -108,6 +117,19 @@ def get_item(item_id: str) -> Response:
         return Response(value, content_type=TEXT, headers=data_headers())
     body = orjson.dumps({"id": key, "value": value})
     return Response(body, content_type=JSON, headers=data_headers())
+
+
+class Misdirected(MisdirectedRequest):
+    """421: ids of another shard (this server holds one shard of a split snapshot)."""
+
+    def __init__(self, ids: list[str]):
+        shard = store().describe()["shard"]
+        super().__init__(
+            f"{len(ids)} ids of other shards: this server holds shard {shard['index']} of "
+            f"{shard['count']} (ids starting with one of {shard['digits']}); send each id "
+            "to its shard (the front's /shards/<n>/ routes, or KVClient.get_many)"
+        )
+        self.extra = {"ids": ids, "shard": shard}
 
 
 class InvalidIds(BadRequest):
@@ -162,6 +184,7 @@ def get_items() -> Response:
       400: {$ref: '#/components/responses/BadRequest'}
       406: {$ref: '#/components/responses/NotAcceptable'}
       413: {$ref: '#/components/responses/TooLarge'}
+      421: {$ref: '#/components/responses/Misdirected'}
     """
     try:
         body = request.get_data(cache=False)
@@ -170,6 +193,9 @@ def get_items() -> Response:
         raise RequestEntityTooLarge(f"body over {limit:,} bytes") from None
     wants_text(text_allowed=False)
     keys = batch_ids(body, current_app.config["MAX_BATCH"])
+    foreign = [key for key in keys if not store().owns(key)]
+    if foreign:
+        raise Misdirected(foreign)
     values = store().get_many(keys)
     items, missing = {}, []
     for key, value in zip(keys, values, strict=True):

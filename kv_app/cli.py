@@ -128,14 +128,22 @@ def _built(manifest: dict, data_file: str) -> None:
 @click.argument("data_file")
 @click.argument("snapshot_dir")
 @_option("ON_ERROR")
-def build(data_file: str, snapshot_dir: str, on_error: str | None) -> None:
+@click.option(
+    "--shards",
+    type=click.Choice(["1", "2", "4", "8", "16"]),
+    default="1",
+    help="Split by the id's first hex digit into SNAPSHOT_DIR/shard-0 ... (one per node).",
+)
+def build(data_file: str, snapshot_dir: str, on_error: str | None, shards: str) -> None:
     """Build a snapshot of DATA_FILE at SNAPSHOT_DIR (which must not exist), then serve it
     with `kv-app serve SNAPSHOT_DIR`. Lines are checked as serving the file checks them."""
     from kv_app.stores import snapshot
 
     strict = (on_error or config.DEFAULTS["ON_ERROR"]) == "strict"
     try:
-        manifest = snapshot.build(data_file, snapshot_dir, strict=strict, progress=tty_progress())
+        manifest = snapshot.build(
+            data_file, snapshot_dir, strict=strict, progress=tty_progress(), shards=int(shards)
+        )
     except LoadError as e:
         raise click.ClickException(str(e)) from None
     _built(manifest, data_file)

@@ -55,6 +55,7 @@ class KVClient:
         self.batch_size = batch_size
         self.timeout = timeout
         self.session = session or requests.Session()
+        self._shards: list[dict] | None = None  # the server's shard map, once read
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         try:
@@ -105,17 +106,30 @@ class KVClient:
             shown = ", ".join(map(repr, bad[:10])) + (" ..." if len(bad) > 10 else "")
             raise ValueError(f"{len(bad)} malformed ids: each must be a UUID string: {shown}")
         found: dict[str, str] = {}
-        for i in range(0, len(keys), self.batch_size):
-            response = self._request(
-                "POST", "/items/batch", json={"ids": keys[i : i + self.batch_size]}
-            )
-            if response.status_code != 200:
-                self._raise(response)
-            body = _json(response)
-            if not isinstance(body, dict) or not isinstance(body.get("items"), dict):
-                raise KVError("HTTP 200: unexpected answer to a batch", 200)
-            found.update(body["items"])
+        for path, part in self._routes(keys):
+            for i in range(0, len(part), self.batch_size):
+                response = self._request("POST", path, json={"ids": part[i : i + self.batch_size]})
+                if response.status_code != 200:
+                    self._raise(response)
+                body = _json(response)
+                if not isinstance(body, dict) or not isinstance(body.get("items"), dict):
+                    raise KVError("HTTP 200: unexpected answer to a batch", 200)
+                found.update(body["items"])
         return found
+
+    def _routes(self, keys: list[str]) -> list[tuple[str, list[str]]]:
+        """(path, keys) per batch route: one for a whole snapshot, one per shard when the
+        server holds a shard of a split one (its /readyz publishes the shard map; a front
+        routes /shards/<n>/... to shard n)."""
+        if self._shards is None:
+            self._shards = self.ready().get("shard_map") or []
+        if not self._shards:
+            return [("/items/batch", keys)]
+        by_digit = {d: s["index"] for s in self._shards for d in s["digits"]}
+        parts: dict[int, list[str]] = {}
+        for key in keys:
+            parts.setdefault(by_digit[key[0].lower()], []).append(key)
+        return [(f"/shards/{n}/items/batch", part) for n, part in sorted(parts.items())]
 
     def __getitem__(self, key: str) -> str:
         value = self.get(key)

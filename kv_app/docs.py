@@ -39,6 +39,12 @@ ERRORS = {
         "cannot answer with 'image/png': use application/json or text/plain",
     ),
     "TooLarge": (413, "Too many ids, or a body too large.", "too many ids: 1001, at most 1000"),
+    "Misdirected": (
+        421,
+        "An id of another shard (a server holding one shard of a split snapshot).",
+        "1 ids of other shards: this server holds shard 0 of 2 (ids starting with one of "
+        "01234567); send each id to its shard",
+    ),
 }
 _NAMES = {
     400: "Bad Request",
@@ -46,6 +52,7 @@ _NAMES = {
     405: "Method Not Allowed",
     406: "Not Acceptable",
     413: "Request Entity Too Large",
+    421: "Misdirected Request",
 }
 
 

@@ -10,7 +10,9 @@
 #                                                               # for DATA, then the front switches
 #   bash scripts/cluster.sh down [--port P]                     # stop everything it started
 #
-# DATA is a text file or a snapshot (or a root of versions). State, logs and the rendered
+# DATA is a text file or a snapshot (or a root of versions), or a split snapshot (a
+# directory of shard-0 ... from `kv-app build --shards S`): then --replicas is per shard,
+# and the front is deploy/nginx-shards.conf (routing by the id's first hex digit). State, logs and the rendered
 # nginx.conf live in ${KV_CLUSTER_DIR:-/tmp/kv-cluster-P}. Needs nginx (Debian package).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -47,10 +49,14 @@ ports_of() {  # ports_of COLOR: the replicas' ports of one set (0: P+1..P+N, 1: 
 }
 
 start_set() {  # start_set COLOR DATA: start that set's replicas and wait until each answers
-  local p servers=""
+  local p i=0 per served
+  per=$(($(cat "$state/replicas") / $(cat "$state/shards")))
   for p in $(ports_of "$1"); do
-    "$kv_app" serve "$2" --host 127.0.0.1 --port "$p" --pid-file "$state/replica-$p.pid" \
+    served=$2
+    [ "$(cat "$state/shards")" -eq 1 ] || served=$2/shard-$((i / per))  # R replicas a shard
+    "$kv_app" serve "$served" --host 127.0.0.1 --port "$p" --pid-file "$state/replica-$p.pid" \
       >"$state/replica-$p.log" 2>&1 &
+    i=$((i + 1))
   done
   for p in $(ports_of "$1"); do
     wait_for "http://127.0.0.1:$p" 120 || return 1
@@ -71,7 +77,26 @@ stop_set() {  # stop_set COLOR: SIGTERM (graceful) that set's replicas and wait 
 }
 
 render_front() {  # render_front COLOR: nginx.conf sending to that set
-  local p servers=""
+  local p servers="" shards per i=0 map="" upstreams="" s digits
+  shards=$(cat "$state/shards")
+  if [ "$shards" -gt 1 ]; then  # one upstream a shard; the map from the shard manifests
+    per=$(($(cat "$state/replicas") / shards))
+    for s in $(seq 0 $((shards - 1))); do
+      digits=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["shard"]["digits"])' \
+        "$(cat "$state/data")/shard-$s/manifest.json")
+      map+="        ~*^/items/[$digits] kv_shard_$s;\n        ~^/shards/$s/ kv_shard_$s;\n"
+      upstreams+="    upstream kv_shard_$s {\n        hash \$kv_key consistent;\n"
+      for p in $(ports_of "$1" | sed -n "$((s * per + 1)),$(((s + 1) * per))p"); do
+        upstreams+="        server 127.0.0.1:$p max_fails=1 fail_timeout=3s;\n"
+      done
+      upstreams+="        keepalive 32;\n    }\n"
+    done
+    sed -e "s|@PORT@|$port|" -e "s|@MAP@|${map%\\n}|" -e "s|@UPSTREAMS@|${upstreams%\\n}|" \
+      "$root/deploy/nginx-shards.conf" >"$state/nginx.conf.new"
+    mv "$state/nginx.conf.new" "$state/nginx.conf"
+    echo "$1" >"$state/color"
+    return
+  fi
   for p in $(ports_of "$1"); do
     servers+="        server 127.0.0.1:$p max_fails=1 fail_timeout=3s;\n"
   done
@@ -86,8 +111,13 @@ up() {
   command -v nginx >/dev/null || { echo "cluster.sh: nginx is not installed (apt-get install nginx)" >&2; exit 1; }
   [ ! -e "$state/nginx.pid" ] || { echo "cluster.sh: a cluster on port $port is up ($state)" >&2; exit 1; }
   mkdir -p "$state"
-  echo "$replicas" >"$state/replicas"
-  start_set 0 "$(realpath "$data")" || { down >/dev/null; exit 1; }
+  data=$(realpath "$data")
+  echo "$data" >"$state/data"
+  shards=1
+  if [ -d "$data/shard-0" ]; then shards=$(ls -d "$data"/shard-* | wc -l); fi
+  echo "$shards" >"$state/shards"
+  echo $((replicas * shards)) >"$state/replicas"
+  start_set 0 "$data" || { down >/dev/null; exit 1; }
   render_front 0
   if ! nginx -p "$state/" -c "$state/nginx.conf" -g "daemon on;" 2>>"$state/nginx.log" ||
     ! wait_for "http://127.0.0.1:$port" 30; then
@@ -95,7 +125,8 @@ up() {
     down >/dev/null
     exit 1
   fi
-  echo "front http://127.0.0.1:$port -> $replicas replicas on ports $((port + 1))-$((port + replicas)) ($state)"
+  echo "front http://127.0.0.1:$port -> $shards shard(s) x $replicas replicas on ports" \
+    "$((port + 1))-$((port + replicas * shards)) ($state)"
 }
 
 reload() {  # rolling: one replica at a time, each waiting for its own reload to end
@@ -121,6 +152,7 @@ reload() {  # rolling: one replica at a time, each waiting for its own reload to
 switch() {  # blue/green: the other set serves DATA, then the front moves to it at once
   [ -n "$data" ] || { echo "usage: cluster.sh switch DATA [--port P]" >&2; exit 2; }
   local old new
+  [ "$(cat "$state/shards")" -eq 1 ] || { echo "cluster.sh: switch: not for a split snapshot yet (use reload)" >&2; exit 1; }
   old=$(cat "$state/color")
   new=$((1 - old))
   start_set "$new" "$(realpath "$data")" || { stop_set "$new"; echo "cluster.sh: the new set did not start" >&2; exit 1; }

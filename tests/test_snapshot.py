@@ -342,3 +342,39 @@ def test_a_snapshot_four_times_the_memory_limit_answers_exactly(tmp_path):
     assert json.loads(r.stdout) == {"asked": 2 * len(expected), "wrong": 0}
     # the limit was reached (page cache reclaimed), and nobody was killed
     assert stats["failcnt"] > 0 and stats["oom_kill"] == 0 and stats["max_usage"] <= limit
+
+
+@pytest.mark.parametrize("shards", [2, 4, 16])
+def test_shards_split_by_first_digit_and_add_up_to_the_whole(tmp_path, data_file, data, shards):
+    manifest = build(data_file, tmp_path / "split", shards=shards)
+    assert manifest["pairs"] == len(data) and manifest["shards"] == shards
+    whole = {}
+    for index in range(shards):
+        store = open_snapshot(tmp_path / "split" / f"shard-{index}")
+        shard = store.describe()["shard"]
+        assert shard["index"] == index and len(store.describe()["shard_map"]) == shards
+        part = dict(store)
+        assert all(key[0] in shard["digits"] for key in part)
+        assert all(store.owns(k) == (k[0] in shard["digits"]) for k in list(data)[:50])
+        whole.update(part)
+    assert whole == data
+
+
+def test_a_shard_refuses_the_ids_of_other_shards(tmp_path, data_file, data):
+    from kv_app.app import create_app
+
+    build(data_file, tmp_path / "split", shards=2)
+    client = create_app({"DATA_PATH": str(tmp_path / "split" / "shard-0")}).test_client()
+    mine = next(k for k in data if k[0] in "01234567")
+    other = next(k for k in data if k[0] not in "01234567")
+    assert client.get(f"/items/{mine}").get_json()["value"] == data[mine]
+    r = client.get(f"/items/{other}")
+    assert r.status_code == 421 and r.get_json()["ids"] == [other]
+    r = client.post("/items/batch", json={"ids": [mine, other]})
+    assert r.status_code == 421 and r.get_json()["ids"] == [other]
+    assert r.get_json()["shard"] == {"index": 0, "count": 2, "digits": "01234567"}
+
+
+def test_shards_count_must_split_the_digits(tmp_path, data_file):
+    with pytest.raises(SnapshotError, match="--shards 3: expected one of 1, 2, 4, 8, 16"):
+        build(data_file, tmp_path / "split", shards=3)

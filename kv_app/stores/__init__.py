@@ -49,6 +49,10 @@ class Store(Protocol):
         """One key that is there (the docs' 'Try it out' example)."""
         ...
 
+    def owns(self, key: str) -> bool:
+        """Is a canonical key in this store's range? False only for another shard's keys."""
+        ...
+
 
 @dataclass(frozen=True)
 class StoreKind:
@@ -140,3 +144,6 @@ class LoadedFromText(ByGet):
 
     def example_key(self) -> str | None:
         return next(iter(self), None)
+
+    def owns(self, key: str) -> bool:
+        return True

@@ -60,6 +60,8 @@ MANIFEST_FIELDS = (
 )
 # Work on the text file this many bytes at a time (bounds the transient memory).
 CHUNK_BYTES = 64 * 1024 * 1024
+# How many shards a build can split into: a shard is a range of first hex digits.
+SHARD_COUNTS = (1, 2, 4, 8, 16)
 # Pairs written to LMDB per transaction.
 WRITE_BATCH = 200_000
 
@@ -219,14 +221,22 @@ def build(
     *,
     strict: bool = True,
     progress: Progress | None = None,
+    shards: int = 1,
 ) -> dict:
     """Build a snapshot of data_file at target (which must not exist); return its manifest.
 
     Every line is checked as the strict load checks it (same `path:line: reason`
     messages); strict=False leaves bad lines out. The snapshot is written into a
     temporary directory beside target, synced, and renamed into place: a reader never
-    sees half of one. Memory: about 40 bytes per pair, plus the page cache.
+    sees half of one. Memory: about 70 bytes per pair at the peak, plus the page cache.
+
+    shards > 1 (2, 4, 8 or 16): target holds shard-0 ... shard-N-1, each a snapshot of
+    the keys whose first hex digit falls in its range, with the shard map in its manifest.
     """
+    if shards not in SHARD_COUNTS:
+        raise SnapshotError(
+            f"--shards {shards}: expected one of {', '.join(map(str, SHARD_COUNTS))}"
+        )
     started = time.perf_counter()
     name = os.fspath(data_file)
     target = Path(target)
@@ -249,29 +259,46 @@ def build(
                 raise SnapshotError(f"{name}: no valid pairs")
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-            manifest = _write(tmp, mm, pairs, order, before.st_size)
+            written = []
+            # Sorted keys: each shard is one run of the order (by the first hex digit).
+            shard_of = (pairs.hi[order] >> np.uint64(60)).astype(np.int64) * shards // 16
+            bounds = np.searchsorted(shard_of, np.arange(shards + 1))
+            for index in range(shards):
+                where = tmp / f"shard-{index}" if shards > 1 else tmp
+                where.mkdir(exist_ok=True)
+                part = order[bounds[index] : bounds[index + 1]]
+                manifest = _write(where, mm, pairs, part, before.st_size)
+                if shards > 1:
+                    manifest["shard"] = shard_info(index, shards)
+                    manifest["shard_map"] = [shard_info(i, shards) for i in range(shards)]
+                written.append((where, manifest))
             mm.close()
             after = os.fstat(f.fileno())
             if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
                 raise SnapshotError(
                     f"{name}: file changed while it was being read; publish it by rename"
                 )
-        manifest.update(
-            source={
-                "name": os.path.basename(name),
-                "size": before.st_size,
-                "sha256": source_sha256,
-                "modified": _iso(before.st_mtime),
-            },
-            built_at=_iso(time.time()),
-            build_seconds=round(time.perf_counter() - started, 3),
-            skipped_lines=len(pairs.problems),
-        )
-        _write_json(tmp / MANIFEST, manifest)
         umask = os.umask(0)
         os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp made it private; a snapshot is to be shared
+        for where, manifest in written:
+            manifest.update(
+                source={
+                    "name": os.path.basename(name),
+                    "size": before.st_size,
+                    "sha256": source_sha256,
+                    "modified": _iso(before.st_mtime),
+                },
+                built_at=_iso(time.time()),
+                build_seconds=round(time.perf_counter() - started, 3),
+                skipped_lines=len(pairs.problems),
+            )
+            _write_json(where / MANIFEST, manifest)
+            where.chmod(0o777 & ~umask)  # mkdtemp made it private; snapshots are shared
+            _fsync_dir(where)
         _fsync_dir(tmp)
+        if shards > 1:  # report the whole
+            total = sum(m["data_bytes"] for _, m in written)
+            manifest = {**manifest, "pairs": len(order), "data_bytes": total, "shards": shards}
         os.rename(tmp, target)
         _fsync_dir(target.parent)
     except BaseException:
@@ -279,6 +306,13 @@ def build(
             shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {**manifest, "problems": pairs.problems, "bom": pairs.bom}  # for the caller
+
+
+def shard_info(index: int, count: int) -> dict:
+    """Shard index of count: the first hex digits of the keys it holds."""
+    per = 16 // count
+    digits = "".join(f"{d:x}" for d in range(index * per, (index + 1) * per))
+    return {"index": index, "count": count, "digits": digits}
 
 
 def _sha256(view: memoryview) -> str:
@@ -315,7 +349,7 @@ def _write(tmp: Path, mm: mmap.mmap, pairs: _Pairs, order: np.ndarray, size: int
                 if added != len(part):
                     raise SnapshotError(f"{path}: wrote {added} of {len(part)} pairs")
         env.sync(True)
-        example = key_text(int(pairs.hi[order[0]]), int(pairs.lo[order[0]]))
+        example = key_text(int(pairs.hi[order[0]]), int(pairs.lo[order[0]])) if len(order) else None
     finally:
         env.close()
     with open(path, "rb") as f:
@@ -448,8 +482,8 @@ def open_snapshot(path: str | os.PathLike[str]) -> SnapshotStore:
         entries = txn.stat()["entries"]
         cursor = txn.cursor()
         first = cursor.key() if cursor.first() else None
-        example = key_bytes(manifest["example_key"])
-        found = txn.get(example)
+        example = key_bytes(manifest["example_key"]) if manifest["example_key"] else None
+        found = txn.get(example) if example else b"" if manifest["pairs"] == 0 else None
     except lmdb.Error as e:
         release(data)
         raise SnapshotError(f"{data}: not a readable LMDB file: {e}") from None
@@ -546,8 +580,13 @@ class SnapshotStore(ByGet, Mapping[str, str]):
         version, whichever store serves it)."""
         return self.manifest["source"]["sha256"][:16]
 
-    def example_key(self) -> str:
+    def example_key(self) -> str | None:
         return self.manifest["example_key"]
+
+    def owns(self, key: str) -> bool:
+        """Is key (canonical) in this snapshot's range? (Always, unless it is a shard.)"""
+        shard = self.manifest.get("shard")
+        return shard is None or key[0] in shard["digits"]
 
     def warnings(self) -> list[str]:
         return []
@@ -572,6 +611,8 @@ class SnapshotStore(ByGet, Mapping[str, str]):
         number = VERSION_DIR.match(self.directory.name)
         if number:
             described["snapshot_version"] = int(number.group(1))
+        if m.get("shard"):
+            described["shard"], described["shard_map"] = m["shard"], m["shard_map"]
         return described
 
     def summary(self) -> str:
