@@ -63,21 +63,27 @@ start_set() {  # start_set COLOR DATA: start that set's replicas and wait until 
   done
 }
 
-stop_set() {  # stop_set COLOR: SIGTERM (graceful) that set's replicas and wait for them
-  local p pid pids=()
-  for p in $(ports_of "$1"); do
-    [ -e "$state/replica-$p.pid" ] || continue
-    pid=$(cat "$state/replica-$p.pid")
+stop_replicas() {  # stop_replicas PIDFILE...: SIGTERM (graceful) each, wait, forget them
+  local pidfile pid pids=()
+  for pidfile in "$@"; do
+    [ -e "$pidfile" ] || continue
+    pid=$(cat "$pidfile")
     kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
   done
-  for pid in "${pids[@]}"; do  # gunicorn removes its pid file as it exits
+  for pid in "${pids[@]}"; do
     for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   done
-  for p in $(ports_of "$1"); do rm -f "$state/replica-$p.pid"; done
+  rm -f "$@"
+}
+
+stop_set() {  # stop_set COLOR: stop that set's replicas
+  local p files=()
+  for p in $(ports_of "$1"); do files+=("$state/replica-$p.pid"); done
+  stop_replicas "${files[@]}"
 }
 
 render_front() {  # render_front COLOR: nginx.conf sending to that set
-  local p servers="" shards per i=0 map="" upstreams="" s digits
+  local p servers="" shards per map="" upstreams="" s digits
   shards=$(cat "$state/shards")
   if [ "$shards" -gt 1 ]; then  # one upstream a shard; the map from the shard manifests
     per=$(($(cat "$state/replicas") / shards))
@@ -180,17 +186,8 @@ down() {
   if [ -e "$state/nginx.pid" ]; then
     nginx -p "$state/" -c "$state/nginx.conf" -s quit 2>/dev/null || kill "$(cat "$state/nginx.pid")" 2>/dev/null || true
   fi
-  pids=()
-  for pidfile in "$state"/replica-*.pid; do
-    [ -e "$pidfile" ] || continue
-    pid=$(cat "$pidfile")
-    kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
-  done
-  for pid in "${pids[@]}"; do  # gunicorn removes its pid file as it exits
-    for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  done
+  stop_replicas "$state"/replica-*.pid
   for _ in $(seq 50); do [ -e "$state/nginx.pid" ] || break; sleep 0.1; done
-  rm -f "$state"/replica-*.pid
   echo "stopped the cluster on port $port"
 }
 
