@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from datetime import datetime
+
 import orjson
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import (
@@ -11,6 +14,7 @@ from werkzeug.exceptions import (
     NotFound,
     RequestEntityTooLarge,
 )
+from werkzeug.http import http_date
 from werkzeug.routing import BaseConverter
 
 from kv_app.keys import canonical_key, canonical_keys, malformed
@@ -18,6 +22,7 @@ from kv_app.keys import canonical_key, canonical_keys, malformed
 bp = Blueprint("api", __name__)
 
 STORE = "kv_store"  # the key of the served store in app.extensions
+HTTP = "kv_http"  # the key of the served data's caching headers in app.extensions
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
 # Accept headers that mean JSON without parsing them (curl, requests, browsers' fetch).
@@ -69,17 +74,47 @@ def wants_text(*, text_allowed: bool = True) -> bool:
     return best == "text/plain"
 
 
-def data_headers() -> dict[str, str]:
-    """An item or batch answer says which data answered it and that it depends on Accept."""
-    return {"Vary": "Accept", "X-Data-Version": store().version}
+def caching(store, settings) -> dict[str, str]:
+    """The caching headers of a store's answers, computed once per store (set_store): the
+    data is immutable per version, so its version names every answer."""
+    modified = store.describe().get("modified")  # of the data's source file
+    missing = settings["CACHE_MAX_AGE_MISSING"]
+    return {
+        "version": store.version,
+        "Last-Modified": http_date(datetime.fromisoformat(modified) if modified else None),
+        "found": f"public, max-age={settings['CACHE_MAX_AGE']}",
+        "missing": f"public, max-age={missing}" if missing else "no-store",
+    }
+
+
+def data_headers(etag: str | None = None) -> dict[str, str]:
+    """An item or batch answer says which data answered it, that it depends on Accept,
+    and how long it may be cached."""
+    http = current_app.extensions[HTTP]
+    headers = {"Vary": "Accept", "X-Data-Version": http["version"]}
+    if etag is not None:
+        headers.update(
+            {"ETag": etag, "Cache-Control": http["found"], "Last-Modified": http["Last-Modified"]}
+        )
+    return headers
 
 
 @bp.after_request
 def error_data_headers(response: Response) -> Response:
-    """The same headers on the errors of those routes (a 404 or 406 too)."""
+    """The same headers on the errors of those routes (a 404 or 406 too); a 404 may be
+    cached for less time than an answer, or not at all."""
     if response.status_code >= 400 and request.endpoint in ("api.get_item", "api.get_items"):
         response.headers.update(data_headers())
+        if response.status_code == 404:
+            response.headers["Cache-Control"] = current_app.extensions[HTTP]["missing"]
     return response
+
+
+def _not_modified(etag: str) -> bool:
+    """Does the client already hold this answer (If-None-Match, weak comparison)?"""
+    return "If-None-Match" in request.headers and request.if_none_match.contains_weak(
+        etag.strip('"')
+    )
 
 
 @bp.get("/items/<item_id:item_id>")
@@ -94,11 +129,16 @@ def get_item(item_id: str) -> Response:
         description: The value, as JSON or (with `Accept text/plain`) the bare value.
         headers:
           X-Data-Version: {$ref: '#/components/headers/DataVersion'}
+          ETag: {$ref: '#/components/headers/ETag'}
+          Cache-Control: {$ref: '#/components/headers/CacheControl'}
+          Last-Modified: {$ref: '#/components/headers/LastModified'}
         content:
           application/json:
             schema: {$ref: '#/components/schemas/Item'}
           text/plain:
             schema: {type: string}
+      304:
+        description: Not modified (If-None-Match matched the ETag); no body.
       400: {$ref: '#/components/responses/BadRequest'}
       404: {$ref: '#/components/responses/NotFound'}
       406: {$ref: '#/components/responses/NotAcceptable'}
@@ -113,10 +153,14 @@ def get_item(item_id: str) -> Response:
     value = store().get(key)
     if value is None:
         raise NotFound(f"no item with id {key}")
+    # Strong: the version, the key and the representation name the bytes exactly.
+    etag = f'"{current_app.extensions[HTTP]["version"]}-{key}-{"t" if text else "j"}"'
+    if _not_modified(etag):
+        return Response(status=304, headers=data_headers(etag))
     if text:
-        return Response(value, content_type=TEXT, headers=data_headers())
+        return Response(value, content_type=TEXT, headers=data_headers(etag))
     body = orjson.dumps({"id": key, "value": value})
-    return Response(body, content_type=JSON, headers=data_headers())
+    return Response(body, content_type=JSON, headers=data_headers(etag))
 
 
 class Misdirected(MisdirectedRequest):
@@ -204,7 +248,9 @@ def get_items() -> Response:
         else:
             items[key] = value
     body = orjson.dumps({"items": items, "missing": missing})
-    return Response(body, content_type=JSON, headers=data_headers())
+    asked = hashlib.blake2b("\n".join(keys).encode(), digest_size=8).hexdigest()
+    etag = f'"{current_app.extensions[HTTP]["version"]}-batch-{asked}"'
+    return Response(body, content_type=JSON, headers=data_headers(etag))
 
 
 @bp.get("/healthz")

@@ -60,6 +60,7 @@ def open_store(settings: Mapping[str, Any]) -> Store:
 def set_store(app: Flask, store: Store) -> None:
     """Serve store from now on (the one reference the app holds: the old one is freed)."""
     app.extensions[api.STORE] = store
+    app.extensions[api.HTTP] = api.caching(store, app.config)
     docs.show_example(app, store.example_key())
 
 

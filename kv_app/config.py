@@ -102,6 +102,25 @@ SETTINGS: tuple[Setting, ...] = (
         choices=tuple(STORES),
     ),
     Setting("MAX_BATCH", 1000, "Most ids one POST /items/batch may ask for.", int, (), 1, 100_000),
+    Setting(
+        "CACHE_MAX_AGE",
+        60,
+        "Seconds a found item may be cached (Cache-Control max-age); the data is immutable "
+        "per version, so this bounds how stale a cache can be after a switch.",
+        int,
+        (),
+        0,
+        31_536_000,
+    ),
+    Setting(
+        "CACHE_MAX_AGE_MISSING",
+        5,
+        "Seconds a 404 may be cached (the next version may have the key); 0: not at all.",
+        int,
+        (),
+        0,
+        31_536_000,
+    ),
     # Read by kv_app/gunicorn_conf.py.
     Setting("HOST", "127.0.0.1", "Address to listen on (the Docker image sets 0.0.0.0)."),
     Setting("PORT", 8123, "TCP port to listen on.", int, (), 1, 65535),

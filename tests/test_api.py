@@ -263,3 +263,39 @@ def test_batch_honours_accept_like_get(client, data):
     assert_error(r, 406)
     r = client.post("/items/batch", json={"ids": []}, headers={"Accept": "application/*"})
     assert r.status_code == 200
+
+
+def test_item_answers_can_be_cached_and_revalidated(client, data):
+    key = next(iter(data))
+    r = client.get(f"/items/{key}")
+    etag = r.headers["ETag"]
+    assert etag.startswith('"') and r.headers["X-Data-Version"] in etag and key in etag
+    assert r.headers["Cache-Control"] == "public, max-age=60"
+    assert r.headers["Last-Modified"].endswith(" GMT")
+    again = client.get(f"/items/{key}", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.data == b"" and again.headers["ETag"] == etag
+    assert client.get(f"/items/{key}", headers={"If-None-Match": '"other"'}).status_code == 200
+    text = client.get(f"/items/{key}", headers={"Accept": "text/plain"})
+    assert text.headers["ETag"] != etag  # another representation, another tag
+    missing = client.get(f"/items/{MISSING}")
+    assert missing.headers["Cache-Control"] == "public, max-age=5" and "ETag" not in missing.headers
+    batch = client.post("/items/batch", json={"ids": [key]})
+    assert batch.headers["ETag"] != etag and batch.headers["Cache-Control"] == "public, max-age=60"
+
+
+def test_cache_lifetimes_are_settings(data_file, data):
+    app = create_app(
+        {"DATA_PATH": str(data_file), "CACHE_MAX_AGE": 3600, "CACHE_MAX_AGE_MISSING": 0}
+    )
+    c = app.test_client()
+    assert c.get(f"/items/{next(iter(data))}").headers["Cache-Control"] == "public, max-age=3600"
+    assert c.get(f"/items/{MISSING}").headers["Cache-Control"] == "no-store"
+
+
+def test_another_data_version_changes_every_etag(tmp_path, data_file, data):
+    key = next(iter(data))
+    other = tmp_path / "other.data"
+    other.write_text(f"{key} another value\n")
+    first = create_app({"DATA_PATH": str(data_file)}).test_client().get(f"/items/{key}")
+    second = create_app({"DATA_PATH": str(other)}).test_client().get(f"/items/{key}")
+    assert first.headers["ETag"] != second.headers["ETag"]

@@ -248,6 +248,7 @@ def test_serve_a_root_then_publish_and_reload_with_no_failed_request(start_serve
     server = start_server(root)
     ready = requests.get(f"{server.url}/readyz", timeout=5).json()
     assert ready["store"] == "snapshot" and ready["snapshot_version"] == 1
+    old_etag = requests.get(f"{server.url}/items/{keys[0]}", timeout=5).headers["ETag"]
     clients = streams(server.url, keys)
     publish(_tagged(tmp_path, "new"), root)
     server.proc.send_signal(signal.SIGHUP)
@@ -262,6 +263,9 @@ def test_serve_a_root_then_publish_and_reload_with_no_failed_request(start_serve
     ready = requests.get(f"{server.url}/readyz", timeout=5).json()
     assert ready["snapshot_version"] == 2
     assert "opened snapshot version-2 of" in server.log()
+    # every ETag changed: a client holding the old one gets the new answer, not a 304
+    r = requests.get(f"{server.url}/items/{keys[0]}", headers={"If-None-Match": old_etag})
+    assert r.status_code == 200 and r.headers["ETag"] != old_etag
 
 
 @pytest.mark.parametrize("how", ["truncated", "garbage", "wrong-version"])
