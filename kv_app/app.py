@@ -14,7 +14,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.http import HTTP_STATUS_CODES
 
-from kv_app import api, config, docs
+from kv_app import api, config, docs, metrics
 from kv_app.loader import LoadError, tty_progress
 from kv_app.stores import STORES, Store
 
@@ -40,6 +40,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, store: Store | None =
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(Exception, unexpected_error)
     app.after_request(security_headers)
+    metrics.init_metrics(app)
     return app
 
 
@@ -62,6 +63,7 @@ def set_store(app: Flask, store: Store) -> None:
     app.extensions[api.STORE] = store
     app.extensions[api.HTTP] = api.caching(store, app.config)
     docs.show_example(app, store.example_key())
+    metrics.set_data(store)
 
 
 def app_from_environ() -> Flask:

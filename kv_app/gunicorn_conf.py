@@ -12,16 +12,29 @@ import ctypes.util
 import gc
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 
-import gevent
-from gunicorn.glogging import Logger as _GunicornLogger
+# Metrics across workers: prometheus_client's multiprocess mode reads this variable when
+# it is first imported (below, through kv_app), so it is set first: a fresh directory for
+# each start (stale files of an earlier run would add up), removed on exit.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="kv-app-metrics-")
+    _METRICS_DIR_OWNED = True
+else:
+    _METRICS_DIR_OWNED = False
 
-from kv_app import api as _api
-from kv_app import app as _app
-from kv_app import config as _config
-from kv_app.loader import LoadError as _LoadError
+import gevent  # noqa: E402
+from gunicorn.glogging import Logger as _GunicornLogger  # noqa: E402
+from prometheus_client import multiprocess as _multiprocess  # noqa: E402
+
+from kv_app import api as _api  # noqa: E402
+from kv_app import app as _app  # noqa: E402
+from kv_app import config as _config  # noqa: E402
+from kv_app import metrics as _metrics  # noqa: E402
+from kv_app.loader import LoadError as _LoadError  # noqa: E402
 
 try:
     _kv = _config.resolve()
@@ -125,7 +138,8 @@ def on_starting(server):
 
 
 def post_fork(server, worker):
-    """Honour a SIGTERM that arrives while a new worker is still starting.
+    """Honour a SIGTERM that arrives while a new worker is still starting, and publish
+    the data gauges from this worker (they count while it lives).
 
     Until the worker installs its own handlers (after gevent's monkey-patching, a few
     hundred ms) it runs the master's, which would swallow the signal: the worker would
@@ -133,6 +147,18 @@ def post_fork(server, worker):
     it stop as soon as its loop starts.
     """
     signal.signal(signal.SIGTERM, lambda signum, frame: setattr(worker, "alive", False))
+    _metrics.set_data(server.app.callable.extensions[_api.STORE])
+
+
+def child_exit(server, worker):
+    """A worker is gone: its live gauges stop counting (its counters stay summed)."""
+    _multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the metrics directory this start made."""
+    if _METRICS_DIR_OWNED:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 def pre_request(worker, req):
@@ -186,10 +212,13 @@ def on_reload(server):
     except _Interrupted as e:
         server.log.warning("reload abandoned: %s arrived", signal.Signals(e.signum).name)
         server.signal(e.signum, None)  # gunicorn handles it once this hook returns
+        _metrics.RELOADS.labels("abandoned").inc()
     except (_LoadError, _config.ConfigError) as e:
         server.log.error("reload refused, still serving the data loaded before: %s", e)
+        _metrics.RELOADS.labels("refused").inc()
     except Exception:  # MemoryError, a bug: the server must live on with its data
         server.log.exception("reload failed, still serving the data loaded before")
+        _metrics.RELOADS.labels("failed").inc()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -199,6 +228,7 @@ def on_reload(server):
         del store
         _release_memory()
         server.log.info("reload done: serving version %s, %s pairs", version, f"{pairs:,}")
+        _metrics.RELOADS.labels("succeeded").inc()
 
 
 def _release_memory() -> None:

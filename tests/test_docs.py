@@ -133,6 +133,7 @@ def test_every_route_served_is_known(app):
         "/redoc",
         "/openapi.json",
         "/static/<path:filename>",
+        "/metrics",
     }
 
 

@@ -1,0 +1,81 @@
+"""/metrics on the real server: counts summed exactly across gunicorn workers, through a
+worker's death and a reload (prometheus_client's multiprocess mode)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import bench, make_data, wait_for
+
+
+def scrape(url: str) -> dict[tuple[str, tuple], float]:
+    """(sample name, sorted labels) -> value."""
+    text = requests.get(f"{url}/metrics", timeout=5).text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def item_requests(samples) -> float:
+    return sum(
+        v
+        for (name, labels), v in samples.items()
+        if name == "kv_http_requests_total" and dict(labels)["route"] == "/items/<item_id>"
+    )
+
+
+def hit(url: str, keys: list[str]) -> None:
+    for key in keys:  # each on a new connection: either worker may answer
+        assert requests.get(f"{url}/items/{key}", timeout=5).status_code in (200, 404)
+
+
+def test_counts_add_up_across_workers_a_death_and_a_reload(start_server, tmp_path):
+    path = tmp_path / "current.data"
+    pairs = list(make_data.pairs(200, seed=9))
+    path.write_text("".join(f"{k} old:{v}\n" for k, v in pairs))
+    server = start_server(path, "--workers", "2")
+    keys = [k for k, _ in pairs]
+    hit(server.url, keys[:100] + ["00000000-0000-4000-8000-000000000000"] * 20)
+    samples = scrape(server.url)
+    assert item_requests(samples) == 120
+    assert samples[("kv_lookups_total", (("result", "found"),))] == 100
+    assert samples[("kv_lookups_total", (("result", "missing"),))] == 20
+    assert (
+        samples[("kv_http_request_duration_seconds_count", (("route", "/items/<item_id>"),))] == 120
+    )
+
+    # A worker killed and replaced: what it counted is neither lost nor doubled.
+    before = set(bench.children(server.proc.pid))
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: len(set(bench.children(server.proc.pid)) - {victim}) == 2)
+    hit(server.url, keys[100:130])
+    assert item_requests(scrape(server.url)) == 150
+
+    # A reload: counted, and the data info moves to the new version.
+    old_version = requests.get(f"{server.url}/readyz", timeout=5).json()["version"]
+    path.write_text("".join(f"{k} new:{v}\n" for k, v in pairs))
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload done" in server.log())
+
+    def version() -> str:
+        return requests.get(f"{server.url}/readyz", timeout=5).json()["version"]
+
+    wait_for(lambda: version() != old_version)  # a new worker answers
+    new_version = version()
+
+    def info(samples, version):
+        return [v for (n, labels), v in samples.items()
+                if n == "kv_data_info" and dict(labels)["version"] == version]  # fmt: skip
+
+    wait_for(lambda: info(scrape(server.url), old_version) in ([], [0.0]))
+    samples = scrape(server.url)
+    assert info(samples, new_version) == [1.0]
+    assert samples[("kv_reloads_total", (("result", "succeeded"),))] == 1
+    assert item_requests(samples) == 150
