@@ -64,11 +64,14 @@ def test_counts_add_up_across_workers_a_death_and_a_reload(start_server, tmp_pat
     server.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: "reload done" in server.log())
 
-    def version() -> str:
-        return requests.get(f"{server.url}/readyz", timeout=5).json()["version"]
+    seen = []
 
-    wait_for(lambda: version() != old_version)  # a new worker answers
-    new_version = version()
+    def new_worker_answers() -> bool:  # old workers answer a little longer while they stop
+        seen.append(requests.get(f"{server.url}/readyz", timeout=5).json()["version"])
+        return seen[-1] != old_version
+
+    wait_for(new_worker_answers)
+    new_version = seen[-1]
 
     def info(samples, version):
         return [v for (n, labels), v in samples.items()
