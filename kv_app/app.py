@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,6 +41,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, store: Store | None =
     set_store(app, store)
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(Exception, unexpected_error)
+    app.before_request(request_id)
     app.after_request(security_headers)
     metrics.init_metrics(app)
     return app
@@ -102,6 +105,20 @@ def unexpected_error(e: Exception) -> Response:
     return error_response(500, InternalServerError.description)
 
 
+_REQUEST_ID = re.compile(r"[\w.:@/+=-]{1,128}")
+
+
+def request_id() -> None:
+    """The request's id: the client's X-Request-ID when it is a sane token, else a new
+    one; echoed in the answer and written in the access log."""
+    given = request.headers.get("X-Request-ID")
+    rid = given if given and _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    request.environ["kv.request_id"] = rid
+
+
 def security_headers(response: Response) -> Response:
     response.headers["X-Content-Type-Options"] = "nosniff"
+    rid = request.environ.get("kv.request_id")
+    if rid:
+        response.headers["X-Request-ID"] = rid
     return response

@@ -126,7 +126,7 @@ def test_settings_from_environment(start_server, data_file, data):
     key = next(iter(data))
     assert requests.get(f"{server.url}/items/{key}").json()["value"] == data[key]
     # the access log is on (its line is written just after the answer is sent)
-    wait_for(lambda: f'"GET /items/{key} HTTP/1.1" 200' in server.log())
+    wait_for(lambda: f'"path":"/items/{key}","query":null,"status":200' in server.log())
     assert server.log().count("Booting worker") == 1
 
 
@@ -184,3 +184,31 @@ def test_pid_file_names_the_master(start_server, data_file, tmp_path):
     pid_file = tmp_path / "kv-app.pid"
     server = start_server(data_file, "--pid-file", str(pid_file))
     assert int(pid_file.read_text()) == server.proc.pid
+
+
+def test_access_log_is_one_json_object_a_request(start_server, data_file, data):
+    """time, method, path, status, bytes, duration, remote, user agent, request id (the
+    client's X-Request-ID, or one made and echoed)."""
+    import json
+
+    server = start_server(data_file, "--access-log")
+    key = next(iter(data))
+    r = requests.get(f"{server.url}/items/{key}", headers={"X-Request-ID": "job-42.7"})
+    assert r.headers["X-Request-ID"] == "job-42.7"
+    made = requests.get(f"{server.url}/nope?x=1", headers={"User-Agent": 'odd "agent"\\'})
+    made_id = made.headers["X-Request-ID"]
+    assert len(made_id) == 32  # a new id, not the client's (it sent none)
+    bad = requests.get(f"{server.url}/healthz", headers={"X-Request-ID": "x" * 500})
+    assert bad.headers["X-Request-ID"] != "x" * 500  # not a sane token: replaced
+
+    def lines():
+        return [json.loads(x) for x in server.log().splitlines() if x.startswith("{")]
+
+    wait_for(lambda: any(x["path"] == "/healthz" for x in lines()))
+    [first] = [x for x in lines() if x["path"].startswith("/items/")]
+    [second] = [x for x in lines() if x["path"] == "/nope"]
+    assert first["request_id"] == "job-42.7" and first["path"] == f"/items/{key}"
+    assert first["method"] == "GET" and first["status"] == 200 and first["bytes"] == len(r.content)
+    assert first["duration_us"] > 0 and first["remote"] == "127.0.0.1"
+    assert second == {**second, "status": 404, "query": "x=1", "request_id": made_id}
+    assert second["user_agent"] == 'odd "agent"\\'
