@@ -17,8 +17,8 @@ from werkzeug.exceptions import (
 from werkzeug.http import http_date
 from werkzeug.routing import BaseConverter
 
+from kv_app import metrics
 from kv_app.keys import canonical_key, canonical_keys, malformed
-from kv_app.metrics import BATCH_SIZE, LOOKUPS
 
 bp = Blueprint("api", __name__)
 
@@ -152,7 +152,7 @@ def get_item(item_id: str) -> Response:
     if not store().owns(key):
         raise Misdirected([key])
     value = store().get(key)
-    LOOKUPS.labels("missing" if value is None else "found").inc()
+    metrics.lookups(value is not None, value is None)
     if value is None:
         raise NotFound(f"no item with id {key}")
     # Strong: the version, the key and the representation name the bytes exactly.
@@ -249,9 +249,8 @@ def get_items() -> Response:
             missing.append(key)
         else:
             items[key] = value
-    BATCH_SIZE.observe(len(keys))
-    LOOKUPS.labels("found").inc(len(items))
-    LOOKUPS.labels("missing").inc(len(missing))
+    metrics.batch(len(keys))
+    metrics.lookups(len(items), len(missing))
     body = orjson.dumps({"items": items, "missing": missing})
     asked = hashlib.blake2b("\n".join(keys).encode(), digest_size=8).hexdigest()
     etag = f'"{current_app.extensions[HTTP]["version"]}-batch-{asked}"'

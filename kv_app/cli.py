@@ -19,15 +19,16 @@ GUNICORN_CONFIG = "python:kv_app.gunicorn_conf"
 def _option(name: str, **kwargs):
     """A flag for a setting of kv_app.config, with its KV_* variable and help line."""
     setting = config.BY_NAME[name]
+    flag = setting.flag
     if setting.choices:
         kwargs.setdefault("type", click.Choice(setting.choices))
-    elif setting.kind is bool:
-        kwargs.setdefault("is_flag", True)
+    elif setting.kind is bool:  # --access-log/--no-access-log; unset: the environment's
+        flag = f"{flag}/--no-{flag[2:]}"
         kwargs.setdefault("default", None)
     elif setting.kind is int:
         kwargs.setdefault("type", click.IntRange(setting.low, setting.high))
     return click.option(
-        setting.flag,
+        flag,
         name.lower(),
         envvar=setting.env,
         help=f"{setting.help} [env {setting.env}; default {setting.default}]",
@@ -59,6 +60,7 @@ def cli() -> None:
 @_option("STORE")
 @_option("MAX_BATCH")
 @_option("ACCESS_LOG")
+@_option("METRICS")
 @_option("LOG_LEVEL")
 @_option("PID_FILE")
 def serve(data_file: str, **settings) -> None:

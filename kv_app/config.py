@@ -139,7 +139,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "TIMEOUT", 30, "Seconds a worker may be silent before it is restarted.", int, (), 1, 3600
     ),
-    Setting("ACCESS_LOG", False, "Log every request to stdout (costs throughput).", bool),
+    Setting("ACCESS_LOG", False, "Log every request to stdout as JSON (costs throughput).", bool),
+    Setting("METRICS", True, "Count requests and lookups and serve /metrics (Prometheus).", bool),
     Setting(
         "LOG_LEVEL",
         "info",

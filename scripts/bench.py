@@ -72,6 +72,7 @@ class Server:
         store: str,
         baseline: bool = False,
         preexec_fn=None,
+        extra_env: dict | None = None,
     ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -79,6 +80,7 @@ class Server:
         env.update(
             KV_HOST="127.0.0.1", KV_PORT=str(self.port), KV_WORKERS=str(workers), KV_STORE=store
         )
+        env.update(extra_env or {})
         cmd = [sys.executable, "-m", "gunicorn", "--config", "python:kv_app.gunicorn_conf"]
         if baseline:  # the app named here replaces kv_app's; settings and hooks stay
             cmd += ["--chdir", str(ROOT / "scripts"), "bench_baseline:app"]
