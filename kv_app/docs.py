@@ -161,22 +161,16 @@ TEMPLATE = {
             },
         },
         "headers": {
-            "DataVersion": {
-                "description": "The version of the data that answered (see /readyz).",
-                "schema": {"type": "string"},
-            },
-            "ETag": {
-                "description": "Strong: the data version, the id and the representation.",
-                "schema": {"type": "string"},
-            },
-            "CacheControl": {
-                "description": "public, max-age=KV_CACHE_MAX_AGE (404s: KV_CACHE_MAX_AGE_MISSING).",
-                "schema": {"type": "string"},
-            },
-            "LastModified": {
-                "description": "When the data's source file was written.",
-                "schema": {"type": "string"},
-            },
+            name: {"description": description, "schema": {"type": "string"}}
+            for name, description in (
+                ("DataVersion", "The version of the data that answered (see /readyz)."),
+                ("ETag", "Strong: the data version, the id and the representation."),
+                (
+                    "CacheControl",
+                    "public, max-age=KV_CACHE_MAX_AGE (404s: KV_CACHE_MAX_AGE_MISSING).",
+                ),
+                ("LastModified", "When the data's source file was written."),
+            )
         },
         "responses": {name: _error(*error) for name, error in ERRORS.items()},
     },
