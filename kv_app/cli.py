@@ -61,6 +61,7 @@ def cli() -> None:
 @_option("MAX_BATCH")
 @_option("ACCESS_LOG")
 @_option("METRICS")
+@_option("METRICS_DIR")
 @_option("LOG_LEVEL")
 @_option("PID_FILE")
 def serve(data_file: str, **settings) -> None:

@@ -142,6 +142,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ACCESS_LOG", False, "Log every request to stdout as JSON (costs throughput).", bool),
     Setting("METRICS", True, "Count requests and lookups and serve /metrics (Prometheus).", bool),
     Setting(
+        "METRICS_DIR",
+        None,
+        "Directory of the workers' metrics files, emptied at start (default: a new "
+        "temporary one per start); one per server.",
+    ),
+    Setting(
         "LOG_LEVEL",
         "info",
         "Level of the server log on stderr (gunicorn's and kv_app's own messages).",

@@ -18,13 +18,18 @@ import sys
 import tempfile
 
 # Metrics across workers: prometheus_client's multiprocess mode reads this variable when
-# it is first imported (below, through kv_app), so it is set first: a fresh directory for
-# each start (stale files of an earlier run would add up), removed on exit.
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+# it is first imported (below, through kv_app), so it is set first. KV_METRICS_DIR, or a
+# fresh directory for each start (removed on exit); never one inherited from a parent
+# process, and emptied on start: another server's or an earlier run's files would add up.
+_METRICS_DIR_OWNED = not os.environ.get("KV_METRICS_DIR")
+if _METRICS_DIR_OWNED:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="kv-app-metrics-")
-    _METRICS_DIR_OWNED = True
 else:
-    _METRICS_DIR_OWNED = False
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["KV_METRICS_DIR"]
+    os.makedirs(os.environ["KV_METRICS_DIR"], exist_ok=True)
+    for _name in os.listdir(os.environ["KV_METRICS_DIR"]):
+        if _name.endswith(".db"):
+            os.unlink(os.path.join(os.environ["KV_METRICS_DIR"], _name))
 
 from datetime import UTC, datetime  # noqa: E402
 

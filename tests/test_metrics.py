@@ -82,3 +82,19 @@ def test_counts_add_up_across_workers_a_death_and_a_reload(start_server, tmp_pat
     assert info(samples, new_version) == [1.0]
     assert samples[("kv_reloads_total", (("result", "succeeded"),))] == 1
     assert item_requests(samples) == 150
+
+
+def test_a_server_counts_only_its_own_requests(start_server, data_file, data, tmp_path):
+    """The metrics directory is the server's own: KV_METRICS_DIR emptied at start, or a new
+    one; never one inherited from a parent process (in CI, another server's counts
+    showed up in this one's)."""
+    shared = tmp_path / "metrics"
+    first = start_server(data_file, env={"KV_METRICS_DIR": str(shared)})
+    hit(first.url, list(data)[:10])
+    second = start_server(data_file, env={"PROMETHEUS_MULTIPROC_DIR": str(shared)})
+    hit(second.url, list(data)[:3])
+    assert item_requests(scrape(second.url)) == 3
+    assert item_requests(scrape(first.url)) == 10
+    first.stop()
+    again = start_server(data_file, env={"KV_METRICS_DIR": str(shared)})  # emptied at start
+    assert item_requests(scrape(again.url)) == 0
