@@ -140,11 +140,16 @@ reload() {  # rolling: one replica at a time, each waiting for its own reload to
   color=$(cat "$state/color")
   for p in $(ports_of "$color"); do
     log="$state/replica-$p.log"
+    master=$(cat "$state/replica-$p.pid")
+    old_workers=$(pgrep -P "$master" || true)
     before=$(grep -c -E "reload (done|refused|failed|abandoned)" "$log" || true)
-    kill -HUP "$(cat "$state/replica-$p.pid")"
+    kill -HUP "$master"
     for _ in $(seq 600); do
       [ "$(grep -c -E "reload (done|refused|failed|abandoned)" "$log" || true)" -gt "$before" ] && break
       sleep 0.1
+    done
+    for w in $old_workers; do  # done when its old workers have finished and gone
+      for _ in $(seq 300); do kill -0 "$w" 2>/dev/null || break; sleep 0.1; done
     done
     if tail -n 50 "$log" | grep -q -E "reload (refused|failed|abandoned)"; then
       echo "cluster.sh: replica $p refused the reload (the rest were not asked):" >&2
