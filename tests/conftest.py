@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import os
 import signal
@@ -186,6 +187,10 @@ class Server:
         raise RuntimeError("server did not become ready")
 
     def stop(self) -> int:
+        # Responses a test held may sit in reference cycles with their open keep-alive
+        # connections; a gevent worker stopping gracefully waits up to keepalive (5 s) for
+        # an idle connection. Collecting them first closes those connections.
+        gc.collect()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
