@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util import Retry
 
 from kv_app.keys import canonical_key, malformed
 
@@ -35,10 +38,24 @@ def _json(response: requests.Response) -> Any:
         ) from None
 
 
+class KVUnavailable(KVError):
+    """The server could not be reached, or answered 502/503/504, after the retries."""
+
+
+# Statuses a proxy or a starting server gives for a moment: worth another try.
+_RETRY_STATUSES = (502, 503, 504)
+
+
 class KVClient:
     """Same verbs as the store: get, [], in, plus get_many. Keys may be in either case and
     are checked here as the server checks them: a malformed key raises ValueError for get,
-    [] and get_many, and is simply not `in` the store. Any other failure is a KVError.
+    [] and get_many, and is simply not `in` the store. A key the server does not have is
+    None (get), KeyError ([]) or False (in); a server that cannot answer raises
+    KVUnavailable (after `retries` tries with exponential backoff: every call only reads,
+    the batch POST included); any other failure is a KVError.
+
+    etags=True keeps the last answers (up to etag_cache) and asks again with their ETag:
+    an unchanged value costs a 304 with no body.
 
     >>> with KVClient("http://127.0.0.1:8123") as kv:
     ...     kv.get("3fa85f64-5717-4562-b3fc-2c963f66afa6")
@@ -50,20 +67,45 @@ class KVClient:
         timeout: float | tuple[float, float] = (3.05, 10.0),
         session: requests.Session | None = None,
         batch_size: int = 1000,
+        retries: int = 2,
+        backoff: float = 0.05,
+        etags: bool = False,
+        etag_cache: int = 10_000,
     ):
         self.base_url = base_url.rstrip("/")
         self.batch_size = batch_size
         self.timeout = timeout
-        self.session = session or requests.Session()
+        if session is None:
+            session = requests.Session()
+            retry = Retry(
+                total=retries,
+                connect=retries,
+                read=retries,
+                status=retries,
+                status_forcelist=_RETRY_STATUSES,
+                allowed_methods=frozenset({"GET", "HEAD", "POST"}),  # all of them only read
+                backoff_factor=backoff,
+                raise_on_status=False,
+            )
+            session.mount("http://", HTTPAdapter(max_retries=retry))
+            session.mount("https://", HTTPAdapter(max_retries=retry))
+        self.session = session
         self._shards: list[dict] | None = None  # the server's shard map, once read
+        self._etags: OrderedDict[str, tuple[str, str]] | None = OrderedDict() if etags else None
+        self._etag_cache = etag_cache
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         try:
-            return self.session.request(
+            response = self.session.request(
                 method, self.base_url + path, timeout=self.timeout, **kwargs
             )
         except requests.RequestException as e:
-            raise KVError(f"cannot reach {self.base_url}: {e}") from e
+            raise KVUnavailable(f"cannot reach {self.base_url}: {e}") from e
+        if response.status_code in _RETRY_STATUSES:
+            raise KVUnavailable(
+                f"HTTP {response.status_code} from {self.base_url}", response.status_code
+            )
+        return response
 
     @staticmethod
     def _raise(response: requests.Response) -> None:
@@ -84,14 +126,28 @@ class KVClient:
         Raises ValueError for a malformed key and KVError for other errors.
         """
         key = _checked(key)
-        response = self._request("GET", f"/items/{key}", headers={"Accept": "application/json"})
+        headers = {"Accept": "application/json"}
+        held = self._etags.get(key) if self._etags is not None else None
+        if held is not None:
+            headers["If-None-Match"] = held[0]
+        response = self._request("GET", f"/items/{key}", headers=headers)
+        if response.status_code == 304 and held is not None:
+            self._etags.move_to_end(key)
+            return held[1]
         if response.status_code == 404:
+            if self._etags is not None:
+                self._etags.pop(key, None)
             return default
         if response.status_code != 200:
             self._raise(response)
         body = _json(response)
         if not isinstance(body, dict) or not isinstance(body.get("value"), str):
             raise KVError(f"HTTP 200: unexpected answer for {key}", 200)
+        if self._etags is not None and response.headers.get("ETag"):
+            self._etags[key] = (response.headers["ETag"], body["value"])
+            self._etags.move_to_end(key)
+            while len(self._etags) > self._etag_cache:
+                self._etags.popitem(last=False)
         return body["value"]
 
     def get_many(self, keys: Iterable[str]) -> dict[str, str]:

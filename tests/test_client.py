@@ -1,9 +1,13 @@
 """KVClient against a real server."""
 
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
 import pytest
 import requests
 
-from kv_app.client import KVClient, KVError
+from kv_app.client import KVClient, KVError, KVUnavailable
 
 MISSING = "00000000-0000-4000-8000-000000000000"
 
@@ -99,3 +103,83 @@ def test_an_answer_that_is_not_kv_app_is_a_kv_error(server):
             kv.get(MISSING)
         with pytest.raises(KVError, match="not JSON"):
             kv.get_many([MISSING])
+
+
+class Recording(requests.Session):
+    """A session that remembers the status of every answer."""
+
+    def __init__(self):
+        super().__init__()
+        self.statuses: list[int] = []
+
+    def request(self, *args, **kwargs):
+        response = super().request(*args, **kwargs)
+        self.statuses.append(response.status_code)
+        return response
+
+
+def test_etags_make_an_unchanged_value_a_304(server, data):
+    key = next(iter(data))
+    session = Recording()
+    with KVClient(server.url, session=session, etags=True) as kv:
+        assert kv.get(key) == data[key]
+        assert kv.get(key) == data[key]
+        assert kv[key.upper()] == data[key]
+    assert session.statuses == [200, 304, 304]
+
+
+class Flaky(threading.Thread):
+    """An HTTP server answering 503 `failures` times, then kv_app's answer for any id."""
+
+    def __init__(self, failures: int):
+        super().__init__(daemon=True)
+        self.failures, self.hits = failures, 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.hits += 1
+                if outer.hits <= outer.failures:
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                body = json.dumps({"id": self.path[7:], "value": "v"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def run(self):
+        self.httpd.serve_forever()
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_503_is_retried_with_backoff():
+    with Flaky(failures=2) as flaky, KVClient(flaky.url, retries=2, backoff=0.01) as kv:
+        assert kv.get(MISSING) == "v"
+        assert flaky.hits == 3
+
+
+def test_unavailable_is_not_not_found():
+    with Flaky(failures=100) as flaky, KVClient(flaky.url, retries=2, backoff=0.01) as kv:
+        with pytest.raises(KVUnavailable, match="HTTP 503"):
+            kv.get(MISSING)
+        assert flaky.hits == 3
+    with KVClient("http://127.0.0.1:9", retries=1, backoff=0.01) as kv:
+        with pytest.raises(KVUnavailable, match="cannot reach"):
+            kv.get(MISSING)
