@@ -292,3 +292,45 @@ def test_sigterm_during_a_reload_that_hangs_stops_the_server(start_server, tmp_p
     assert time.monotonic() - stopped_at < 10  # docker stop's default grace
     assert "reload abandoned: SIGTERM arrived" in server.log()
     assert "Shutting down: Master" in server.log()
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+def test_nginx_cache_front_serves_hot_ids_and_bounds_staleness(start_server, tmp_path):
+    """deploy/nginx-cache.conf: a second GET is a cache HIT; after a data switch the old
+    answer is served at most KV_CACHE_MAX_AGE seconds; a 404 is not cached with 0."""
+    path = tmp_path / "current.data"
+    write_version(path, "old")
+    key = next(k for k, _ in make_data.pairs(PAIRS, seed=11))
+    server = start_server(path, env={"KV_CACHE_MAX_AGE": "2", "KV_CACHE_MAX_AGE_MISSING": "0"})
+    port = free_port()
+    conf = (ROOT / "deploy" / "nginx-cache.conf").read_text()
+    conf = conf.replace("127.0.0.1:8123", f"127.0.0.1:{server.port}")
+    conf = conf.replace("listen 127.0.0.1:8080", f"listen 127.0.0.1:{port}")
+    (tmp_path / "nginx.conf").write_text("user root;\n" + conf)
+    nginx = subprocess.Popen(
+        ["nginx", "-c", str(tmp_path / "nginx.conf"), "-p", f"{tmp_path}/", "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _accepts(port))
+        first = requests.get(f"{url}/items/{key}", timeout=5)
+        second = requests.get(f"{url}/items/{key}", timeout=5)
+        assert first.headers["X-Cache-Status"] == "MISS"
+        assert second.headers["X-Cache-Status"] == "HIT" and second.text == first.text
+        missing = "00000000-0000-4000-8000-000000000000"
+        for _ in range(2):  # no-store: never a HIT
+            r = requests.get(f"{url}/items/{missing}", timeout=5)
+            assert r.status_code == 404 and r.headers["X-Cache-Status"] != "HIT"
+        write_version(path, "new")
+        server.proc.send_signal(signal.SIGHUP)
+        switched = time.monotonic()
+        wait_for(lambda: "reload done" in server.log())
+        # Stale for at most max-age (2 s) after the last old worker stops: old workers
+        # answer on nginx's kept-alive connections while they drain (up to keepalive, 5 s).
+        wait_for(lambda: "new:" in requests.get(f"{url}/items/{key}", timeout=5).text, 15)
+        assert time.monotonic() - switched < 2 + 5 + 2
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=10)
