@@ -140,11 +140,11 @@ def _built(manifest: dict, data_file: str) -> None:
 def build(data_file: str, snapshot_dir: str, on_error: str | None, shards: str) -> None:
     """Build a snapshot of DATA_FILE at SNAPSHOT_DIR (which must not exist), then serve it
     with `kv-app serve SNAPSHOT_DIR`. Lines are checked as serving the file checks them."""
-    from kv_app.stores import snapshot
+    from kv_app.stores.build import build as build_snapshot
 
     strict = (on_error or config.DEFAULTS["ON_ERROR"]) == "strict"
     try:
-        manifest = snapshot.build(
+        manifest = build_snapshot(
             data_file, snapshot_dir, strict=strict, progress=tty_progress(), shards=int(shards)
         )
     except LoadError as e:
@@ -161,12 +161,12 @@ def build(data_file: str, snapshot_dir: str, on_error: str | None, shards: str) 
 def publish(data_file: str, root: str, on_error: str | None, keep_versions: int | None) -> None:
     """Build DATA_FILE as ROOT's next version-N, check it, then point ROOT/current at it.
     Serve ROOT with `kv-app serve ROOT`; SIGHUP moves a running server to the new current."""
-    from kv_app.stores import snapshot
+    from kv_app.stores import versions
 
     strict = (on_error or config.DEFAULTS["ON_ERROR"]) == "strict"
     keep = keep_versions or config.DEFAULTS["KEEP_VERSIONS"]
     try:
-        number, manifest = snapshot.publish(
+        number, manifest = versions.publish(
             data_file, root, keep=keep, strict=strict, progress=tty_progress()
         )
     except LoadError as e:
@@ -181,10 +181,10 @@ def publish(data_file: str, root: str, on_error: str | None, keep_versions: int 
 def rollback(root: str, to: int | None) -> None:
     """Point ROOT/current back at the previous good version (or --to N); then SIGHUP the
     server."""
-    from kv_app.stores import snapshot
+    from kv_app.stores import versions
 
     try:
-        number = snapshot.rollback(root, to)
+        number = versions.rollback(root, to)
     except LoadError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"{root}: current -> version-{number}")

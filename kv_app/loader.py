@@ -83,8 +83,8 @@ class LoadReport:
             "path": os.path.abspath(self.path),
             "bytes": self.bytes,
             "sha256": self.sha256,
-            "modified": _iso(self.mtime),
-            "loaded_at": _iso(self.loaded_at),
+            "modified": iso_time(self.mtime),
+            "loaded_at": iso_time(self.loaded_at),
             "load_seconds": round(self.seconds, 3),
             "skipped_lines": len(self.skipped),
         }
@@ -93,7 +93,7 @@ class LoadReport:
         text = (
             f"loaded {self.pairs:,} pairs ({self.bytes / 1e6:,.1f} MB) "
             f"from {os.path.abspath(self.path)} in {self.seconds:.2f} s: version "
-            f"{self.version}, sha256 {self.sha256}, modified {_iso(self.mtime)}"
+            f"{self.version}, sha256 {self.sha256}, modified {iso_time(self.mtime)}"
         )
         if self.skipped:
             where = ", ".join(str(p.line) for p in self.skipped[:SHOWN_PROBLEMS])
@@ -102,7 +102,8 @@ class LoadReport:
         return text
 
 
-def _iso(timestamp: float) -> str:
+def iso_time(timestamp: float) -> str:
+    """A Unix time as ISO 8601 in UTC, to the second."""
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 

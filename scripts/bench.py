@@ -216,12 +216,13 @@ def single_vs_baseline(url: str, base_url: str, keys: Path, args) -> tuple[dict,
 def snapshot_of(data: Path, result: dict) -> Path:
     """Build the snapshot of a data file (once), recording build time and size."""
     from kv_app.stores import snapshot
+    from kv_app.stores.build import build
 
     target = data.with_suffix(".snapshot")
     if not target.exists():
         print(f"# building {target} ...", flush=True)
         started = time.perf_counter()
-        snapshot.build(data, target)
+        build(data, target)
         result["build_s"] = round(time.perf_counter() - started, 2)
     result["snapshot_mb"] = round((target / snapshot.DATA_FILE).stat().st_size / 1e6, 1)
     return target

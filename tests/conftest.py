@@ -17,7 +17,8 @@ import pytest
 import requests
 
 from kv_app.app import create_app
-from kv_app.stores import STORES, snapshot
+from kv_app.stores import STORES
+from kv_app.stores.build import build as build_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DATA = ROOT.parent / "shared" / "data" / "example.data"
@@ -102,7 +103,7 @@ def servable(tmp_path_factory):
         path = Path(path)
         if path not in built:
             built[path] = where / f"{len(built)}-{path.name}.snapshot"
-            snapshot.build(path, built[path])
+            build_snapshot(path, built[path])
         return built[path]
 
     return servable

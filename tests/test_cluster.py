@@ -16,7 +16,7 @@ from test_faults import finish, streams
 
 from conftest import KV_APP, ROOT, bench, make_data, wait_for
 from kv_app.client import KVClient
-from kv_app.stores import snapshot
+from kv_app.stores.build import build
 
 pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
 REPLICAS = 3
@@ -216,7 +216,7 @@ def test_two_shards_two_replicas_exact_and_nothing_lost(tmp_path, data_file, dat
     """A split snapshot: ids routed by their first hex digit; batches spanning both shards
     answered whole by KVClient (fanned out by the servers' shard map); one replica of each
     shard killed under load loses nothing."""
-    snapshot.build(data_file, tmp_path / "split", shards=2)
+    build(data_file, tmp_path / "split", shards=2)
     port = free_ports(5)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KV_")}
     state = tmp_path / "state"

@@ -105,18 +105,18 @@ def test_swap_by_rename_and_hup_in_the_container(image, tmp_path):
 
 def test_a_snapshot_root_published_on_the_host(image, tmp_path):
     """A root of versions mounted read-only: publish on the host, HUP, the new version."""
-    from kv_app.stores import snapshot
+    from kv_app.stores import versions
 
     pairs = list(make_data.pairs(50, seed=6))
     root = tmp_path / "root"
     for tag in ("v1", "v2"):
         (tmp_path / f"{tag}.data").write_text("".join(f"{k} {tag}:{v}\n" for k, v in pairs))
-    snapshot.publish(tmp_path / "v1.data", root)
+    versions.publish(tmp_path / "v1.data", root)
     tmp_path.chmod(0o755)
     key = pairs[0][0]
     with Container(image, root) as c:
         _wait(f"{c.url}/items/{key}", lambda r: r.json()["value"].startswith("v1:"))
-        snapshot.publish(tmp_path / "v2.data", root)
+        versions.publish(tmp_path / "v2.data", root)
         c.hup()
         _wait(f"{c.url}/items/{key}", lambda r: r.json()["value"].startswith("v2:"))
         _wait(f"{c.url}/readyz", lambda r: r.json()["snapshot_version"] == 2)

@@ -21,8 +21,11 @@ from test_loader import BAD_LINES, K1, K3, write
 from conftest import _load_script, make_data, wait_for, write_tricky
 from kv_app import cli, loader
 from kv_app.loader import LoadError
-from kv_app.stores import snapshot
-from kv_app.stores.snapshot import SnapshotError, build, open_snapshot, publish, rollback
+from kv_app.stores import build as building
+from kv_app.stores import snapshot, versions
+from kv_app.stores.build import build
+from kv_app.stores.snapshot import SnapshotError, open_snapshot
+from kv_app.stores.versions import publish, rollback
 
 
 def built(tmp_path: Path, content: bytes, **kwargs):
@@ -45,7 +48,7 @@ def test_tricky_values_and_a_last_line_without_newline(tmp_path):
 
 @pytest.mark.parametrize("chunk", [40, 64, 100, 1000])
 def test_chunk_boundaries_do_not_matter(monkeypatch, tmp_path, data_file, data, chunk):
-    monkeypatch.setattr(snapshot, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(building, "CHUNK_BYTES", chunk)
     build(data_file, tmp_path / "snap")
     assert dict(open_snapshot(tmp_path / "snap")) == data
 
@@ -185,8 +188,8 @@ def test_publish_keeps_versions_and_rollback_goes_back(tmp_path):
     root = tmp_path / "root"
     for n in range(1, 5):
         assert publish(_tagged(tmp_path, f"v{n}"), root, keep=3)[0] == n
-        assert snapshot.current_version(root) == n
-    assert snapshot.versions(root) == [2, 3, 4]  # keep=3: the current and two before
+        assert versions.current_version(root) == n
+    assert versions.versions(root) == [2, 3, 4]  # keep=3: the current and two before
     assert next(iter(open_snapshot(root).values())).startswith("v4:")
     assert rollback(root) == 3
     assert next(iter(open_snapshot(root).values())).startswith("v3:")
@@ -200,7 +203,7 @@ def test_a_version_that_fails_is_never_made_current(tmp_path):
     bad = write(tmp_path, b"broken\n", name="bad.data")
     with pytest.raises(LoadError, match="bad.data:1: no space"):
         publish(bad, root)
-    assert snapshot.versions(root) == [1] and snapshot.current_version(root) == 1
+    assert versions.versions(root) == [1] and versions.current_version(root) == 1
     assert sorted(p.name for p in root.iterdir()) == ["current", "version-1"]
 
 
@@ -212,7 +215,7 @@ def test_rollback_skips_a_damaged_version(tmp_path):
     assert rollback(root) == 1
     with pytest.raises(SnapshotError, match="cannot roll back to version 2"):
         rollback(root, to=2)
-    assert snapshot.current_version(root) == 1
+    assert versions.current_version(root) == 1
 
 
 def test_commands(tmp_path, data_file):
@@ -233,7 +236,7 @@ def test_commands(tmp_path, data_file):
     r = run("publish", data_file, tmp_path / "root")
     assert r.exit_code == 0 and "current -> version-1" in r.output
     r = run("publish", other, tmp_path / "root", "--keep-versions", "1")
-    assert r.exit_code == 0 and snapshot.versions(tmp_path / "root") == [2]
+    assert r.exit_code == 0 and versions.versions(tmp_path / "root") == [2]
     r = run("rollback", tmp_path / "root")
     assert r.exit_code == 1 and "no good version before version 2" in r.output
     _damage(tmp_path / "snap", "garbage")
@@ -274,10 +277,10 @@ def test_a_reload_onto_a_bad_version_keeps_the_old_data(start_server, tmp_path, 
     publish(_tagged(tmp_path, "old"), root)
     publish(_tagged(tmp_path, "bad"), root)
     fragment = _damage(root / "version-2", how)
-    snapshot._point_current(root, 1)
+    versions._point_current(root, 1)
     server = start_server(root)
     key = next(k for k, _ in make_data.pairs(1, seed=11))
-    snapshot._point_current(root, 2)  # as a careless copy would
+    versions._point_current(root, 2)  # as a careless copy would
     server.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: "reload refused" in server.log())
     assert fragment in server.log()
