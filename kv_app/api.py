@@ -239,10 +239,11 @@ def get_items() -> Response:
         raise RequestEntityTooLarge(f"body over {limit:,} bytes") from None
     wants_text(text_allowed=False)
     keys = batch_ids(body, current_app.config["MAX_BATCH"])
-    foreign = [key for key in keys if not store().owns(key)]
+    served = store()  # once, not once per id
+    foreign = [key for key in keys if not served.owns(key)]
     if foreign:
         raise Misdirected(foreign)
-    values = store().get_many(keys)
+    values = served.get_many(keys)
     items, missing = {}, []
     for key, value in zip(keys, values, strict=True):
         if value is None:

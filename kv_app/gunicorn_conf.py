@@ -134,7 +134,6 @@ class _JsonAccessLogger(_GunicornLogger):
     def access(self, resp, req, environ, request_time):
         if not self.access_log_enabled:
             return
-        headers = dict(resp.headers) if resp.headers else {}
         line = {
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "method": req.method,
@@ -145,7 +144,9 @@ class _JsonAccessLogger(_GunicornLogger):
             "duration_us": request_time.seconds * 1_000_000 + request_time.microseconds,
             "remote": environ.get("REMOTE_ADDR"),
             "user_agent": environ.get("HTTP_USER_AGENT"),
-            "request_id": environ.get("kv.request_id") or headers.get("X-Request-ID"),
+            # set by the app; the answer's header only when the app did not run
+            "request_id": environ.get("kv.request_id")
+            or dict(resp.headers or ()).get("X-Request-ID"),
         }
         try:
             self.access_log.info("%s", _orjson.dumps(line).decode())
