@@ -9,6 +9,7 @@ import socket
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -188,19 +189,7 @@ def test_nginx_front_times_out_stalled_bodies(start_server, data_file, data, tmp
     it does not send: it just closes the connection, before anything reaches gunicorn.
     """
     server = start_server(data_file, "--access-log")
-    port = free_port()
-    conf = (ROOT / "deploy" / "nginx.conf").read_text()
-    conf = conf.replace("127.0.0.1:8123", f"127.0.0.1:{server.port}")
-    conf = conf.replace("listen 127.0.0.1:8080", f"listen 127.0.0.1:{port}")
-    (tmp_path / "nginx.conf").write_text("user root;\n" + conf)
-    nginx = subprocess.Popen(
-        ["nginx", "-c", str(tmp_path / "nginx.conf"), "-p", f"{tmp_path}/", "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _accepts(port))
+    with nginx_front("nginx.conf", server.port, tmp_path) as (url, port):
         key = next(iter(data))
         assert requests.get(f"{url}/items/{key}", timeout=5).json()["value"] == data[key]
         r = requests.get(f"{url}/items/nope", timeout=5)
@@ -214,6 +203,25 @@ def test_nginx_front_times_out_stalled_bodies(start_server, data_file, data, tmp
             assert time.monotonic() - started < 20
         assert f'"method":"GET","path":"/items/{key}"' in server.log()  # the access log is on
         assert '"method":"POST"' not in server.log()  # ... and the stalled body never came
+
+
+@contextmanager
+def nginx_front(conf_name: str, upstream_port: int, tmp_path: Path):
+    """nginx with deploy/<conf_name>, sending to the server on upstream_port: yields its
+    (url, port) once it accepts connections; stopped afterwards."""
+    port = free_port()
+    conf = (ROOT / "deploy" / conf_name).read_text()
+    conf = conf.replace("127.0.0.1:8123", f"127.0.0.1:{upstream_port}")
+    conf = conf.replace("listen 127.0.0.1:8080", f"listen 127.0.0.1:{port}")
+    (tmp_path / "nginx.conf").write_text("user root;\n" + conf)
+    nginx = subprocess.Popen(
+        ["nginx", "-c", str(tmp_path / "nginx.conf"), "-p", f"{tmp_path}/", "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: _accepts(port))
+        yield f"http://127.0.0.1:{port}", port
     finally:
         nginx.terminate()
         nginx.wait(timeout=10)
@@ -302,19 +310,7 @@ def test_nginx_cache_front_serves_hot_ids_and_bounds_staleness(start_server, tmp
     write_version(path, "old")
     key = next(k for k, _ in make_data.pairs(PAIRS, seed=11))
     server = start_server(path, env={"KV_CACHE_MAX_AGE": "2", "KV_CACHE_MAX_AGE_MISSING": "0"})
-    port = free_port()
-    conf = (ROOT / "deploy" / "nginx-cache.conf").read_text()
-    conf = conf.replace("127.0.0.1:8123", f"127.0.0.1:{server.port}")
-    conf = conf.replace("listen 127.0.0.1:8080", f"listen 127.0.0.1:{port}")
-    (tmp_path / "nginx.conf").write_text("user root;\n" + conf)
-    nginx = subprocess.Popen(
-        ["nginx", "-c", str(tmp_path / "nginx.conf"), "-p", f"{tmp_path}/", "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _accepts(port))
+    with nginx_front("nginx-cache.conf", server.port, tmp_path) as (url, port):
         first = requests.get(f"{url}/items/{key}", timeout=5)
         second = requests.get(f"{url}/items/{key}", timeout=5)
         assert first.headers["X-Cache-Status"] == "MISS"
@@ -331,6 +327,3 @@ def test_nginx_cache_front_serves_hot_ids_and_bounds_staleness(start_server, tmp
         # answer on nginx's kept-alive connections while they drain (up to keepalive, 5 s).
         wait_for(lambda: "new:" in requests.get(f"{url}/items/{key}", timeout=5).text, 15)
         assert time.monotonic() - switched < 2 + 5 + 2
-    finally:
-        nginx.terminate()
-        nginx.wait(timeout=10)
