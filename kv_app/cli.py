@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 
 import click
 
@@ -34,6 +35,19 @@ def _option(name: str, **kwargs):
         help=f"{setting.help} [env {setting.env}; default {setting.default}]",
         **kwargs,
     )
+
+
+@contextmanager
+def _refused():
+    """A data file or snapshot that cannot be used: its one line, as a CLI error."""
+    try:
+        yield
+    except LoadError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _strict(on_error: str | None) -> bool:
+    return (on_error or config.DEFAULTS["ON_ERROR"]) == "strict"
 
 
 def gunicorn_command() -> list[str]:
@@ -95,19 +109,15 @@ def check(path: str, deep: bool, source: str | None) -> None:
     if os.path.isdir(path):
         from kv_app.stores import snapshot
 
-        try:
+        with _refused():
             store = snapshot.open_snapshot(path)
             if deep or source:
                 snapshot.verify(path, source)
-        except LoadError as e:
-            raise click.ClickException(str(e)) from None
         checked = "every byte read" if deep or source else "manifest, size and entries"
         click.echo(f"{store.directory}: OK, snapshot of {len(store):,} pairs ({checked})")
         return
-    try:
+    with _refused():
         pairs, problems = check_file(path)
-    except LoadError as e:
-        raise click.ClickException(str(e)) from None
     for problem in problems:
         click.echo(problem.format(path))
     if problems:
@@ -142,13 +152,14 @@ def build(data_file: str, snapshot_dir: str, on_error: str | None, shards: str) 
     with `kv-app serve SNAPSHOT_DIR`. Lines are checked as serving the file checks them."""
     from kv_app.stores.build import build as build_snapshot
 
-    strict = (on_error or config.DEFAULTS["ON_ERROR"]) == "strict"
-    try:
+    with _refused():
         manifest = build_snapshot(
-            data_file, snapshot_dir, strict=strict, progress=tty_progress(), shards=int(shards)
+            data_file,
+            snapshot_dir,
+            strict=_strict(on_error),
+            progress=tty_progress(),
+            shards=int(shards),
         )
-    except LoadError as e:
-        raise click.ClickException(str(e)) from None
     _built(manifest, data_file)
     click.echo(f"built {snapshot_dir}")
 
@@ -163,14 +174,11 @@ def publish(data_file: str, root: str, on_error: str | None, keep_versions: int 
     Serve ROOT with `kv-app serve ROOT`; SIGHUP moves a running server to the new current."""
     from kv_app.stores import versions
 
-    strict = (on_error or config.DEFAULTS["ON_ERROR"]) == "strict"
     keep = keep_versions or config.DEFAULTS["KEEP_VERSIONS"]
-    try:
+    with _refused():
         number, manifest = versions.publish(
-            data_file, root, keep=keep, strict=strict, progress=tty_progress()
+            data_file, root, keep=keep, strict=_strict(on_error), progress=tty_progress()
         )
-    except LoadError as e:
-        raise click.ClickException(str(e)) from None
     _built(manifest, data_file)
     click.echo(f"published {root}/version-{number}; current -> version-{number}")
 
@@ -183,10 +191,8 @@ def rollback(root: str, to: int | None) -> None:
     server."""
     from kv_app.stores import versions
 
-    try:
+    with _refused():
         number = versions.rollback(root, to)
-    except LoadError as e:
-        raise click.ClickException(str(e)) from None
     click.echo(f"{root}: current -> version-{number}")
 
 
