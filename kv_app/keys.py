@@ -54,7 +54,11 @@ def key_text(high: int, low: int) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def shortened(text: object, most: int = 60) -> object:
+    """text cut to most characters (with "...") for a message; anything else as it is."""
+    return text if not isinstance(text, str) or len(text) <= most else text[:most] + "..."
+
+
 def malformed(text: object) -> str:
     """The one message for a key that is not a UUID."""
-    shown = text if not isinstance(text, str) or len(text) <= 60 else text[:60] + "..."
-    return f"malformed id {shown!r}: expected a UUID such as {EXAMPLE}"
+    return f"malformed id {shortened(text)!r}: expected a UUID such as {EXAMPLE}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kv_app.keys import DASH_COLUMNS, KEY_LEN, canonical_key
+from kv_app.keys import DASH_COLUMNS, KEY_LEN, canonical_key, shortened
 
 # The fast path reads the first 37 bytes of every line (the key and its space) as five
 # unaligned 8-byte words starting at these columns; the last one overlaps the fourth.
@@ -90,6 +90,5 @@ def parse_line(raw: bytes) -> tuple[str, str, str | None]:
         return "", "", f"no space between key and value{tab}"
     canonical = canonical_key(key)
     if canonical is None:
-        shown = key if len(key) <= 60 else key[:60] + "..."
-        return "", "", f"key is not a UUID (8-4-4-4-12 hex digits): {shown!r}"
+        return "", "", f"key is not a UUID (8-4-4-4-12 hex digits): {shortened(key)!r}"
     return canonical, value, None
