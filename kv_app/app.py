@@ -105,7 +105,7 @@ def unexpected_error(e: Exception) -> Response:
     return error_response(500, InternalServerError.description)
 
 
-_REQUEST_ID = re.compile(r"[\w.:@/+=-]{1,128}")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_.:@/+=-]{1,128}")  # deploy/nginx-cache.conf: the same
 
 
 def request_id() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -327,3 +328,28 @@ def test_nginx_cache_front_serves_hot_ids_and_bounds_staleness(start_server, tmp
         # answer on nginx's kept-alive connections while they drain (up to keepalive, 5 s).
         wait_for(lambda: "new:" in requests.get(f"{url}/items/{key}", timeout=5).text, 15)
         assert time.monotonic() - switched < 2 + 5 + 2
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+def test_nginx_cache_front_answers_each_request_with_its_own_request_id(start_server, tmp_path):
+    """A cached answer kept the X-Request-ID of the request that filled the cache: every
+    HIT echoed a stranger's id (or an id the client never sent). The front now sets the
+    id itself: the client's when sane, nginx's $request_id otherwise."""
+    path = tmp_path / "current.data"
+    write_version(path, "v")
+    key = next(k for k, _ in make_data.pairs(PAIRS, seed=11))
+    server = start_server(path, env={"KV_ACCESS_LOG": "1"})
+    with nginx_front("nginx-cache.conf", server.port, tmp_path) as (url, port):
+        first = requests.get(f"{url}/items/{key}", headers={"X-Request-ID": "first-1"}, timeout=5)
+        assert first.headers["X-Request-ID"] == "first-1"
+        wait_for(lambda: '"request_id":"first-1"' in server.log())  # kv_app logs the same id
+        hit = requests.get(f"{url}/items/{key}", headers={"X-Request-ID": "second-2"}, timeout=5)
+        assert hit.headers["X-Cache-Status"] == "HIT"
+        assert hit.headers["X-Request-ID"] == "second-2"
+        made = [requests.get(f"{url}/items/{key}", timeout=5).headers for _ in range(2)]
+        assert all(h["X-Cache-Status"] == "HIT" for h in made)
+        ids = [h["X-Request-ID"] for h in made]
+        assert ids[0] != ids[1] and "first-1" not in ids and all(len(i) == 32 for i in ids)
+        for hostile in ("x" * 129, "a b", "é"):
+            got = requests.get(f"{url}/items/{key}", headers={"X-Request-ID": hostile}, timeout=5)
+            assert re.fullmatch("[0-9a-f]{32}", got.headers["X-Request-ID"])  # replaced

@@ -200,6 +200,8 @@ def test_access_log_is_one_json_object_a_request(start_server, data_file, data):
     assert len(made_id) == 32  # a new id, not the client's (it sent none)
     bad = requests.get(f"{server.url}/healthz", headers={"X-Request-ID": "x" * 500})
     assert bad.headers["X-Request-ID"] != "x" * 500  # not a sane token: replaced
+    accented = requests.get(f"{server.url}/healthz", headers={"X-Request-ID": "caf\u00e9"})
+    assert len(accented.headers["X-Request-ID"]) == 32  # ASCII only, as the nginx fronts
 
     def lines():
         return [json.loads(x) for x in server.log().splitlines() if x.startswith("{")]
