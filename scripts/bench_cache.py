@@ -9,8 +9,9 @@ id of rank r is asked with probability proportional to 1 / r^exponent). Three ta
 kv_app alone (gunicorn, --workers, --store), the same server behind deploy/nginx-cache.conf
 as shipped, and an nginx that answers every request with one real answer's body (what
 nginx and wrk cost on these cores without any lookup: the ceiling). The front first serves
-one run on an empty cache (reported apart) and --warm seconds of the same load; then the targets alternate for --rounds
-runs of single-key GETs at 1 connection (p50) and --connections (requests/s, p99); medians.
+one run on an empty cache (reported apart) and --warm seconds of the same load; then the
+targets alternate for --rounds runs of single-key GETs at 1 connection (p50) and
+--connections (requests/s, p99); medians.
 The share of requests the cache answered is counted, not assumed: 1 - requests that
 reached kv_app (its /metrics) / requests wrk made. Needs nginx and wrk.
 """
