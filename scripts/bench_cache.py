@@ -22,15 +22,13 @@ import argparse
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import ROOT, Server, data_files, free_port, median_run, wrk  # noqa: E402
+from bench import ROOT, Nginx, Server, data_files, median_run, wrk  # noqa: E402
 
 from kv_app.stores import STORES  # noqa: E402
 
@@ -50,41 +48,6 @@ http {
     }
 }
 """
-
-
-class Nginx:
-    """nginx with a config whose upstream and listening port are rewritten; in its own
-    prefix directory; stopped by PID."""
-
-    def __init__(self, conf: str, upstream_port: int | None = None, under: str | None = None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.dir = Path(tempfile.mkdtemp(prefix="kv-bench-nginx-", dir=under))
-        if upstream_port is not None:
-            conf = conf.replace("127.0.0.1:8123", f"127.0.0.1:{upstream_port}")
-        conf = conf.replace("listen 127.0.0.1:8080", f"listen 127.0.0.1:{self.port}")
-        if os.geteuid() == 0:  # workers as root: they write the cache in a root-owned dir
-            conf = "user root;\n" + conf
-        (self.dir / "nginx.conf").write_text(conf)
-        self.proc = subprocess.Popen(
-            ["nginx", "-c", str(self.dir / "nginx.conf"), "-p", f"{self.dir}/", "-g", "daemon off;"]
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                urllib.request.urlopen(self.url + "/healthz", timeout=1)
-                break
-            except urllib.error.HTTPError:
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"nginx ({self.dir / 'nginx.conf'}) did not start") from None
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def all_keys(data: Path) -> Path:

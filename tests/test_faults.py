@@ -7,7 +7,6 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 import threading
 import time
 from contextlib import contextmanager
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import ROOT, bench, free_port, make_data, wait_for
+from conftest import ROOT, bench, make_data, wait_for
 
 PAIRS = 500
 
@@ -209,31 +208,12 @@ def test_nginx_front_times_out_stalled_bodies(start_server, data_file, data, tmp
 @contextmanager
 def nginx_front(conf_name: str, upstream_port: int, tmp_path: Path):
     """nginx with deploy/<conf_name>, sending to the server on upstream_port: yields its
-    (url, port) once it accepts connections; stopped afterwards."""
-    port = free_port()
-    conf = (ROOT / "deploy" / conf_name).read_text()
-    conf = conf.replace("127.0.0.1:8123", f"127.0.0.1:{upstream_port}")
-    conf = conf.replace("listen 127.0.0.1:8080", f"listen 127.0.0.1:{port}")
-    (tmp_path / "nginx.conf").write_text("user root;\n" + conf)
-    nginx = subprocess.Popen(
-        ["nginx", "-c", str(tmp_path / "nginx.conf"), "-p", f"{tmp_path}/", "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    (url, port) once it answers; stopped afterwards."""
+    front = bench.Nginx((ROOT / "deploy" / conf_name).read_text(), upstream_port, tmp_path)
     try:
-        wait_for(lambda: _accepts(port))
-        yield f"http://127.0.0.1:{port}", port
+        yield front.url, front.port
     finally:
-        nginx.terminate()
-        nginx.wait(timeout=10)
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
+        front.stop()
 
 
 def anon_mb(pid: int) -> float:
