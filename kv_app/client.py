@@ -11,6 +11,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util import Retry
 
 from kv_app.keys import canonical_key, malformed
+from kv_app.stores import ByGet
 
 
 class KVError(Exception):
@@ -46,7 +47,7 @@ class KVUnavailable(KVError):
 _RETRY_STATUSES = (502, 503, 504)
 
 
-class KVClient:
+class KVClient(ByGet):
     """Same verbs as the store: get, [], in, plus get_many. Keys may be in either case and
     are checked here as the server checks them: a malformed key raises ValueError for get,
     [] and get_many, and is simply not `in` the store. A key the server does not have is
@@ -186,12 +187,6 @@ class KVClient:
         for key in keys:
             parts.setdefault(by_digit[key[0].lower()], []).append(key)
         return [(f"/shards/{n}/items/batch", part) for n, part in sorted(parts.items())]
-
-    def __getitem__(self, key: str) -> str:
-        value = self.get(key)
-        if value is None:
-            raise KeyError(key)
-        return value
 
     def __contains__(self, key: object) -> bool:
         key = canonical_key(key)
