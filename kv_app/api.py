@@ -149,9 +149,10 @@ def get_item(item_id: str) -> Response:
     if key is None:
         raise BadRequest(malformed(item_id))
     text = wants_text()
-    if not store().owns(key):
+    served = store()  # once, as in the batch view
+    if not served.owns(key):
         raise Misdirected([key])
-    value = store().get(key)
+    value = served.get(key)
     metrics.lookups(value is not None, value is None)
     if value is None:
         raise NotFound(f"no item with id {key}")
