@@ -9,6 +9,8 @@ import signal
 import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import pytest
 import requests
@@ -144,8 +146,56 @@ def test_a_batch_is_retried_on_another_replica(front, data, tmp_path):
             assert kv.get_many(keys) == {k: data[k] for k in keys}
 
 
-def test_make_data_is_what_the_replicas_serve(data):
-    assert len(data) == len(dict(make_data.pairs(2000, seed=7)))
+@contextmanager
+def stopped(pid: int):
+    """A gunicorn master and its workers SIGSTOPped (hung: connections still queue in
+    their listen backlog, nothing answers), always continued afterwards."""
+    pids = [pid, *bench.children(pid)]
+    try:
+        for p in pids:
+            os.kill(p, signal.SIGSTOP)
+        yield
+    finally:
+        for p in pids:
+            os.kill(p, signal.SIGCONT)
+
+
+def test_a_hung_replica_is_retried_on_another(front, data):
+    """Issue 14, item 11: a SIGSTOPped replica held each request hashed to it for
+    proxy_read_timeout (10 s), then 504, never retried (proxy_next_upstream_timeout, 5 s,
+    had run out). Now every such request, GETs and batches sent at once before nginx
+    leaves the replica out, is answered 200 by another replica."""
+    url, port, state, _ = front
+    keys = list(data)
+    batch = keys[:50]
+    # The victim: the replica that answers batches, so they meet it too.
+    victim = requests.post(f"{url}/items/batch", json={"ids": batch}, timeout=5).headers[
+        "X-KV-Replica"
+    ]
+    its_ids = [k for k in keys[:120] if replica_of(url, k) == victim][:6]
+    assert len(its_ids) == 6
+    master = int((state / f"replica-{victim.rsplit(':', 1)[1]}.pid").read_text())
+
+    def get(key):
+        r = requests.get(f"{url}/items/{key}", timeout=60)
+        value = r.json()["value"] if r.status_code == 200 else r.text[:40]
+        return r.status_code, value, r.headers.get("X-KV-Replica", "")
+
+    def post(_):
+        r = requests.post(f"{url}/items/batch", json={"ids": batch}, timeout=60)
+        items = r.json()["items"] if r.status_code == 200 else r.text[:40]
+        return r.status_code, items, r.headers.get("X-KV-Replica", "")
+
+    with stopped(master), ThreadPoolExecutor(8) as pool:  # all sent at once
+        sent = [pool.submit(get, k) for k in its_ids] + [pool.submit(post, n) for n in (0, 1)]
+        gets, posts = [f.result() for f in sent[:6]], [f.result() for f in sent[6:]]
+    assert [g[:2] for g in gets] == [(200, data[k]) for k in its_ids]
+    assert [p[:2] for p in posts] == [(200, {k: data[k] for k in batch})] * 2
+    # Each was tried on the hung replica first, then answered by another.
+    answered = [r[2].split(", ") for r in gets + posts]
+    assert all(len(a) >= 2 and a[0] == victim and a[-1] != victim for a in answered), answered
+    # Continued, it gets its ids back (after fail_timeout), for the tests that follow.
+    wait_for(lambda: replica_of(url, its_ids[0]) == victim, timeout=15)
 
 
 def _tagged(path, tag: str):
