@@ -13,6 +13,7 @@ from werkzeug.exceptions import (
     NotAcceptable,
     NotFound,
     RequestEntityTooLarge,
+    ServiceUnavailable,
 )
 from werkzeug.http import http_date
 from werkzeug.routing import BaseConverter
@@ -144,6 +145,7 @@ def get_item(item_id: str) -> Response:
       404: {$ref: '#/components/responses/NotFound'}
       406: {$ref: '#/components/responses/NotAcceptable'}
       421: {$ref: '#/components/responses/Misdirected'}
+      503: {$ref: '#/components/responses/Unavailable'}
     """
     key = canonical_key(item_id)
     if key is None:
@@ -232,6 +234,7 @@ def get_items() -> Response:
       406: {$ref: '#/components/responses/NotAcceptable'}
       413: {$ref: '#/components/responses/TooLarge'}
       421: {$ref: '#/components/responses/Misdirected'}
+      503: {$ref: '#/components/responses/Unavailable'}
     """
     try:
         body = request.get_data(cache=False)
@@ -279,6 +282,9 @@ def readyz() -> Response:
     """Readiness: the data is loaded and served, and which data it is.
     ---
     tags: [health]
+    description: >
+      Answered by the worker that takes the request, after one real lookup through its
+      store and (a snapshot) a check that the data file is still the one opened.
     responses:
       200:
         description: >
@@ -287,6 +293,11 @@ def readyz() -> Response:
         content:
           application/json:
             schema: {$ref: '#/components/schemas/Ready'}
+      503: {$ref: '#/components/responses/Unavailable'}
     """
-    body = {"status": "ready", **store().describe()}
+    served = store()
+    problem = served.problem()
+    if problem:
+        raise ServiceUnavailable(f"not ready: {problem}")
+    body = {"status": "ready", **served.describe()}
     return Response(orjson.dumps(body), content_type=JSON)

@@ -13,12 +13,12 @@ from typing import Any
 
 import orjson
 from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 from werkzeug.http import HTTP_STATUS_CODES
 
 from kv_app import api, config, docs, metrics
 from kv_app.loader import LoadError, tty_progress
-from kv_app.stores import STORES, Store
+from kv_app.stores import STORES, Store, StoreUnavailable
 
 log = logging.getLogger("kv_app")
 
@@ -40,6 +40,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, store: Store | None =
     docs.init_docs(app)
     set_store(app, store)
     app.register_error_handler(HTTPException, http_error)
+    app.register_error_handler(StoreUnavailable, store_unavailable)
     app.register_error_handler(Exception, unexpected_error)
     app.before_request(request_id)
     app.after_request(security_headers)
@@ -97,6 +98,15 @@ def http_error(e: HTTPException) -> Response:
     if e.code == 404 and request.url_rule is None:
         message = f"no route {request.path}"
     return error_response(e.code or 500, message, headers, **getattr(e, "extra", {}))
+
+
+def store_unavailable(e: StoreUnavailable) -> Response:
+    """The data can no longer be served (a snapshot changed under the server): 503, said
+    once in the log per worker, never an answer from the changed data."""
+    if not getattr(store_unavailable, "logged", False):
+        log.error("not serving: %s", e)
+        store_unavailable.logged = True
+    return http_error(ServiceUnavailable(str(e)))
 
 
 def unexpected_error(e: Exception) -> Response:

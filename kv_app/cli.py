@@ -46,6 +46,11 @@ def _refused():
         raise click.ClickException(str(e)) from None
 
 
+def _say(message: str) -> None:
+    """A line about what a command is doing (waiting, keeping, removing), on stderr."""
+    click.echo(message, err=True)
+
+
 def _strict(on_error: str | None) -> bool:
     return (on_error or config.DEFAULTS["ON_ERROR"]) == "strict"
 
@@ -177,7 +182,7 @@ def publish(data_file: str, root: str, on_error: str | None, keep_versions: int 
     keep = keep_versions or config.DEFAULTS["KEEP_VERSIONS"]
     with _refused():
         number, manifest = versions.publish(
-            data_file, root, keep=keep, strict=_strict(on_error), progress=tty_progress()
+            data_file, root, keep=keep, strict=_strict(on_error), progress=tty_progress(), say=_say
         )
     _built(manifest, data_file)
     click.echo(f"published {root}/version-{number}; current -> version-{number}")
@@ -192,7 +197,7 @@ def rollback(root: str, to: int | None) -> None:
     from kv_app.stores import versions
 
     with _refused():
-        number = versions.rollback(root, to)
+        number = versions.rollback(root, to, say=_say)
     click.echo(f"{root}: current -> version-{number}")
 
 

@@ -45,6 +45,13 @@ ERRORS = {
         "1 ids of other shards: this server holds shard 0 of 2 (ids starting with one of "
         "01234567); send each id to its shard",
     ),
+    "Unavailable": (
+        503,
+        "The data cannot be served now: its snapshot file changed under the server (never "
+        "answered from the changed file), or readiness's lookup failed.",
+        "not ready: /srv/kv/version-3/data.mdb: now 4,096 bytes, 624,001,024 when opened; "
+        "a snapshot must never change: publish a new version (kv-app publish) and reload",
+    ),
 }
 _NAMES = {
     400: "Bad Request",
@@ -53,6 +60,7 @@ _NAMES = {
     406: "Not Acceptable",
     413: "Request Entity Too Large",
     421: "Misdirected Request",
+    503: "Service Unavailable",
 }
 
 

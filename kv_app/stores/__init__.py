@@ -53,6 +53,15 @@ class Store(Protocol):
         """Is a canonical key in this store's range? False only for another shard's keys."""
         ...
 
+    def problem(self) -> str | None:
+        """Why this store cannot answer now (one line), found with one real lookup; or
+        None when it can (readiness)."""
+        ...
+
+
+class StoreUnavailable(Exception):
+    """A lookup cannot be answered from this store any more (str(): one line, why)."""
+
 
 @dataclass(frozen=True)
 class StoreKind:
@@ -147,3 +156,9 @@ class LoadedFromText(ByGet):
 
     def owns(self, key: str) -> bool:
         return True
+
+    def problem(self) -> str | None:
+        example = self.example_key()
+        if example is not None and self.get(example) is None:
+            return f"the first key of the data ({example}) is not found"
+        return None

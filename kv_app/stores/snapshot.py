@@ -14,17 +14,29 @@ publishing builds version-N+1 beside the others and then repoints `current` atom
 Opening checks what can be checked without reading the data (manifest, format version,
 file size, LMDB header, entry count); verify() reads every byte (sha256). An LMDB
 environment is never used across fork: SnapshotStore opens one in each process that
-looks a key up, on first use; the gunicorn master only checks, then closes.
+looks a key up (a gunicorn worker when it starts); the gunicorn master only checks,
+then closes.
+
+A snapshot never changes once built (its files are written read-only). An open store
+holds a lease on its data file (a shared flock on an open descriptor, which forked
+workers inherit), so `kv-app publish` never prunes a version a live process serves; and
+it records the file's identity (device, inode, size, mtime) when opened: a file changed
+or replaced in place is refused (not ready, 503) and never served under the old version.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import re
 import time
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import lmdb
@@ -32,7 +44,7 @@ import lmdb
 from kv_app import __version__
 from kv_app.keys import canonical_key, key_bytes, key_text
 from kv_app.loader import LoadError, iso_time
-from kv_app.stores import ByGet, kind_of
+from kv_app.stores import ByGet, StoreUnavailable, kind_of
 from kv_app.stores.compact import key_bytes_many, key_nibbles
 
 FORMAT = "kv_app-snapshot"
@@ -60,18 +72,128 @@ class SnapshotError(LoadError):
     """A snapshot that cannot be built or served: str() is one line naming its path."""
 
 
+class SnapshotChanged(SnapshotError, StoreUnavailable):
+    """The data file of an open snapshot changed or was replaced: it is not served."""
+
+
+# Seconds between two checks of an open data file's identity during lookups (each
+# lookup costs one clock read; a check costs two stat calls).
+CHECK_EVERY = 1.0
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """What a file was when it was opened: a snapshot's files never change after."""
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileIdentity:
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def change(self, now: os.stat_result) -> str | None:
+        """How the file now differs from this identity (one phrase), or None."""
+        if (now.st_dev, now.st_ino) != (self.dev, self.ino):
+            return "replaced by another file"
+        if now.st_size != self.size:
+            return f"now {now.st_size:,} bytes, {self.size:,} when opened"
+        if now.st_mtime_ns != self.mtime_ns:
+            return f"modified at {iso_time(now.st_mtime_ns / 1e9)} after it was opened"
+        return None
+
+
+def lease(data: Path) -> int:
+    """Open data (a snapshot's data file) and hold a shared lock on it: a version that any
+    live process holds is never pruned (versions.prune takes an exclusive lock first).
+    Forked processes inherit the descriptor, and the lock with it. Returns the fd."""
+    try:
+        fd = os.open(data, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise SnapshotError(f"{data.parent}: {DATA_FILE} is missing") from None
+    except OSError as e:
+        raise SnapshotError(f"{data}: cannot read: {e.strerror or e}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        # A prune may have locked, renamed and removed it between our open and our lock.
+        st = os.fstat(fd)
+        if (st.st_ino, st.st_dev) != _ino_dev(data):
+            raise SnapshotError(f"{data.parent}: removed while it was being opened")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _ino_dev(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_dev
+
+
+@contextmanager
+def unless_in_use(snapshot: Path) -> Iterator[bool]:
+    """Yields True while holding an exclusive lock on a snapshot's data file (no live
+    process holds a lease on it, and none can take one until the block ends), or False
+    when some process holds one. A snapshot without a data file yields True."""
+    try:
+        fd = os.open(snapshot / DATA_FILE, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        yield True
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            yield False
+        else:
+            yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
 # --- Opening and serving -----------------------------------------------------------------
 
 
 def resolve(path: str | os.PathLike[str]) -> Path:
-    """The snapshot directory path names: itself, or what a root's `current` points at now."""
+    """The snapshot directory path names: itself, or what a root's `current` points at now
+    (a version-N directory of that root, nothing else)."""
     path = Path(path)
-    if (path / CURRENT).is_symlink() and not (path / MANIFEST).exists():
-        target = (path / CURRENT).resolve()
-        if not target.is_dir():
-            raise SnapshotError(f"{path / CURRENT}: points at {target}, which is not there")
-        return target
+    link = path / CURRENT
+    if link.is_symlink() and not (path / MANIFEST).exists():
+        return path / current_target(path)
     return path
+
+
+def current_target(root: Path) -> str:
+    """The version-N name ROOT/current points at; SnapshotError naming what is wrong."""
+    link = root / CURRENT
+    try:
+        named = os.readlink(link)
+    except FileNotFoundError:
+        raise SnapshotError(f"{root}: no {CURRENT} link: nothing published there") from None
+    except OSError as e:
+        if e.errno == errno.EINVAL:
+            raise SnapshotError(f"{link}: not a symbolic link (kv-app publish makes it)") from None
+        raise SnapshotError(f"{link}: cannot read: {e.strerror or e}") from None
+    # A link anywhere else (another directory, a loop, a chain of links) is not one that
+    # publish made: serving it could serve anything, and pruning could not see it.
+    if not VERSION_DIR.match(named):
+        raise SnapshotError(
+            f"{link}: points at {named!r}, not at a version-N directory of {root} "
+            "(kv-app publish and rollback write it; do not repoint it by hand)"
+        )
+    target = root / named
+    if target.is_symlink() or not target.is_dir():
+        what = "a link" if target.is_symlink() else "not there"
+        raise SnapshotError(f"{link}: points at {named}, which is {what}")
+    return named
 
 
 def read_manifest(snapshot: Path) -> dict:
@@ -142,13 +264,26 @@ def open_snapshot(path: str | os.PathLike[str]) -> SnapshotStore:
         raise SnapshotError(
             f"{named}: not a snapshot directory (build one: kv-app build DATA_FILE SNAPSHOT_DIR)"
         )
-    snapshot = resolve(named)
+    try:
+        snapshot = resolve(named)
+    except PermissionError as e:
+        raise SnapshotError(f"{named}: cannot read: {e.strerror}") from None
     manifest = read_manifest(snapshot)
     data = snapshot / DATA_FILE
+    fd = lease(data)
     try:
-        size = data.stat().st_size
-    except FileNotFoundError:
-        raise SnapshotError(f"{snapshot}: {DATA_FILE} is missing") from None
+        identity = FileIdentity.of(os.fstat(fd))
+        _check(data, manifest, identity.size)
+        store = SnapshotStore(snapshot, manifest, named, identity=identity, lease_fd=fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    store.open_seconds = time.perf_counter() - started
+    return store
+
+
+def _check(data: Path, manifest: dict, size: int) -> None:
+    """The checks that need no full read: size, LMDB header, entry count, first key."""
     if size != manifest["data_bytes"]:
         raise SnapshotError(
             f"{data}: {size:,} bytes, the manifest says {manifest['data_bytes']:,} "
@@ -172,9 +307,6 @@ def open_snapshot(path: str | os.PathLike[str]) -> SnapshotStore:
         raise SnapshotError(f"{data}: {entries:,} entries, the manifest says {manifest['pairs']:,}")
     if found is None or first != example:
         raise SnapshotError(f"{data}: does not hold the manifest's first key")
-    store = SnapshotStore(snapshot, manifest, named)
-    store.open_seconds = time.perf_counter() - started
-    return store
 
 
 def verify(path: str | os.PathLike[str], source: str | os.PathLike[str] | None = None) -> dict:
@@ -182,9 +314,14 @@ def verify(path: str | os.PathLike[str], source: str | os.PathLike[str] | None =
     text file against the source sha256. Returns the manifest; SnapshotError otherwise."""
     store = open_snapshot(path)
     snapshot, manifest = store.directory, store.manifest
-    with open(snapshot / DATA_FILE, "rb") as f:
-        if hashlib.file_digest(f, "sha256").hexdigest() != manifest["data_sha256"]:
-            raise SnapshotError(f"{snapshot / DATA_FILE}: sha256 differs from the manifest's")
+    try:
+        with open(snapshot / DATA_FILE, "rb") as f:
+            if hashlib.file_digest(f, "sha256").hexdigest() != manifest["data_sha256"]:
+                raise SnapshotError(f"{snapshot / DATA_FILE}: sha256 differs from the manifest's")
+    except OSError as e:
+        raise SnapshotError(f"{snapshot / DATA_FILE}: cannot read: {e.strerror or e}") from None
+    finally:
+        store.close()
     if source is not None:
         try:
             with open(source, "rb") as f:
@@ -202,8 +339,10 @@ def verify(path: str | os.PathLike[str], source: str | os.PathLike[str] | None =
 class SnapshotStore(ByGet, Mapping[str, str]):
     """The pairs of a snapshot, read through the page cache: nothing is loaded.
 
-    Each process opens its own LMDB environment on its first lookup (never one across
-    fork) and keeps one read transaction (the file never changes).
+    Each process opens its own LMDB environment (open(); else on its first lookup; never
+    one across fork) and keeps one read transaction (the file never changes). Every
+    CHECK_EVERY seconds a lookup first checks that the data file is still what was opened:
+    once it is not, every lookup raises SnapshotChanged (the API answers 503).
     """
 
     @classmethod
@@ -211,20 +350,81 @@ class SnapshotStore(ByGet, Mapping[str, str]):
         """Open a snapshot (strict and progress are for text files: nothing is loaded)."""
         return open_snapshot(path)
 
-    def __init__(self, directory: Path, manifest: dict, named: Path | None = None):
+    def __init__(
+        self,
+        directory: Path,
+        manifest: dict,
+        named: Path | None = None,
+        *,
+        identity: FileIdentity | None = None,
+        lease_fd: int | None = None,
+    ):
         self.directory = directory
         self.manifest = manifest
         self.named = named or directory
         self.opened_at = time.time()
         self.open_seconds = 0.0
         self._data = directory / DATA_FILE
+        self.identity = identity
+        self._lease = lease_fd
+        self._changed: str | None = None
+        self._next_check = 0.0
+        if lease_fd is not None:  # the lease ends with the store (or at close())
+            self._finalizer = weakref.finalize(self, os.close, lease_fd)
 
     def _reader(self) -> lmdb.Transaction:
+        if self._changed is not None or time.monotonic() >= self._next_check:
+            self._check_unchanged()
         return _reader(self._data, self.manifest["data_bytes"])
 
+    def _check_unchanged(self) -> None:
+        self._next_check = time.monotonic() + CHECK_EVERY
+        problem = self.changed()
+        if problem:
+            release(self._data)  # never read the changed file again (a truncation: SIGBUS)
+            raise SnapshotChanged(problem)
+
+    def changed(self) -> str | None:
+        """Why this snapshot can no longer be served (its data file changed or was
+        replaced since it was opened), or None. Once changed, always changed."""
+        if self._changed is None and self.identity is not None:
+            try:
+                by_path = os.stat(self._data)
+                by_fd = os.fstat(self._lease) if self._lease is not None else by_path
+            except OSError as e:
+                change = f"cannot be read: {e.strerror or e}"
+            else:
+                change = self.identity.change(by_fd) or self.identity.change(by_path)
+            if change:
+                self._changed = (
+                    f"{self._data}: {change}; a snapshot must never change: publish a new "
+                    "version (kv-app publish) and reload"
+                )
+        return self._changed
+
+    def open(self) -> None:
+        """Open this process's environment now (a worker, as it starts), after checking
+        the data file is the one the master opened; SnapshotChanged if not."""
+        self._check_unchanged()
+        self._reader()
+
+    def problem(self) -> str | None:
+        """Why lookups cannot be answered now (readiness), checked with one real lookup."""
+        try:
+            self._check_unchanged()
+            example = self.manifest["example_key"]
+            if example and self.get(example) is None:
+                return f"{self._data}: the manifest's first key is not found"
+        except (SnapshotError, lmdb.Error) as e:
+            return str(e)
+        return None
+
     def close(self) -> None:
-        """Close this process's environment on the snapshot, if open."""
+        """Close this process's environment on the snapshot and its lease, if open."""
         release(self._data)
+        if self._lease is not None:
+            self._finalizer()
+            self._lease = None
 
     def get(self, key: str, default: str | None = None) -> str | None:
         canonical = canonical_key(key)
