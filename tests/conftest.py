@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib.util
 import os
@@ -133,8 +134,59 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _stat(pid: int | str) -> tuple[str, int, int] | None:
+    """(state, parent PID, process group) of a process, or None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    state, ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]
+    return state, int(ppid), int(pgrp)
+
+
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return "?"
+
+
+def _running(group: int | None = None, under: int | None = None) -> list[int]:
+    """Live processes (zombies count as gone) of a process group, or descending from a PID."""
+    stats = {int(p): _stat(p) for p in os.listdir("/proc") if p.isdigit()}
+    stats = {p: s for p, s in stats.items() if s is not None and s[0] != "Z"}
+    if group is not None:
+        return [p for p, s in stats.items() if s[2] == group]
+    found, parents = [], {under}
+    while True:
+        more = [p for p, s in stats.items() if s[1] in parents and p not in found]
+        if not more:
+            return found
+        found += more
+        parents = set(more)
+
+
+def _kill_group(group: int) -> None:
+    """SIGKILL what is left of a process group: the workers of a gunicorn master that died
+    (they are orphans in the master's group, and would serve on until they notice)."""
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 30
+    while left := _running(group=group):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"SIGKILL did not end {[_command(p) for p in left]}")
+        time.sleep(0.05)
+
+
+# Every server started and not yet stopped: checked at the end of the session.
+_STARTED: list[Server] = []
+
+
 class Server:
-    """A real `kv-app serve` process on a free port of 127.0.0.1."""
+    """A real `kv-app serve` process on a free port of 127.0.0.1, in a process group of
+    its own: stop() ends the master and every process it left."""
 
     def __init__(
         self,
@@ -147,7 +199,7 @@ class Server:
         """serve: the command that takes [DATA_FILE] and kv-app serve's flags."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        command = [
+        self.command = [
             *serve,
             *([str(data_path)] if data_path is not None else []),
             "--host",
@@ -164,30 +216,53 @@ class Server:
         full_env.update(env or {})
         # Output goes to a file, not a pipe: a full pipe would block a chatty server.
         self.output = tempfile.TemporaryFile("w+", encoding="utf-8")
+        # Its own process group (not pytest's): stop() can find and kill every process of
+        # the server, even workers whose master was killed.
         self.proc = subprocess.Popen(
-            command, env=full_env, stdout=self.output, stderr=subprocess.STDOUT, cwd=cwd
+            self.command,
+            env=full_env,
+            stdout=self.output,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            process_group=0,
         )
+        _STARTED.append(self)
 
     def log(self) -> str:
-        """Everything the server printed so far (stdout and stderr)."""
+        """Everything the server printed so far (stdout and stderr); after stop(), all it
+        printed."""
+        if self.output.closed:
+            return self._log
         self.output.seek(0)
         return self.output.read()
 
-    def wait_ready(self, timeout: float = 30.0) -> Server:
+    def wait_ready(self, timeout: float = 60.0) -> Server:
+        """Return once /readyz answers 200. Any error (refused, reset, a slow answer, a
+        503) is retried until the deadline: on a busy machine start-up takes a while.
+        If the server exits, the deadline passes or anything else goes wrong (even
+        KeyboardInterrupt), the server is stopped and the error raised."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}: {self.log()}")
-            try:
-                if requests.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return self
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("server did not become ready")
+        try:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited {self.proc.returncode}: {self.log()}")
+                try:
+                    r = requests.get(self.url + "/readyz", timeout=5)
+                    if r.status_code == 200:
+                        return self
+                    last = f"/readyz answered {r.status_code}"
+                except requests.RequestException as e:
+                    last = repr(e)
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"server not ready in {timeout} s ({last}): {self.log()}")
+                time.sleep(0.1)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> int:
+        """SIGTERM, wait (SIGKILL if it takes a minute), then kill whatever is left of the
+        process group; return the master's exit status."""
         # Responses a test held may sit in reference cycles with their open keep-alive
         # connections; a gevent worker stopping gracefully waits up to keepalive (5 s) for
         # an idle connection. Collecting them first closes those connections.
@@ -195,16 +270,23 @@ class Server:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=30)
+                self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        _kill_group(self.proc.pid)
+        if not self.output.closed:
+            self._log = self.log()
+            self.output.close()
+        if self in _STARTED:
+            _STARTED.remove(self)
         return self.proc.returncode
 
 
 @pytest.fixture
 def start_server():
-    """Start servers with start_server(path, *flags); all are stopped after the test."""
+    """Start servers with start_server(path, *flags); all are stopped after the test,
+    however it ends (a failed start included)."""
     servers: list[Server] = []
 
     def start(data_path, *args, wait=True, **kwargs) -> Server:
@@ -212,19 +294,68 @@ def start_server():
         servers.append(server)
         return server.wait_ready() if wait else server
 
-    yield start
-    for server in servers:
-        server.stop()
-        server.output.close()
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.stop()
 
 
 @pytest.fixture(scope="module")
 def server(data_file, store_kind, servable):
     """One real server over data_file for a whole test module."""
-    s = Server(servable(data_file, store_kind), "--store", store_kind).wait_ready()
-    yield s
-    s.stop()
-    s.output.close()
+    s = Server(servable(data_file, store_kind), "--store", store_kind)
+    try:
+        yield s.wait_ready()
+    finally:
+        s.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_process_left():
+    """Fail the run if a process a test started outlives the session: a server not
+    stopped (or the workers of its killed master), any other subprocess, or any process
+    still descending from pytest (nginx workers, a cluster replica ...). Each is killed,
+    and named in the error."""
+    yield
+    left = []
+    for server in list(_STARTED):
+        running = _running(group=server.proc.pid)
+        if running:
+            left.append(f"{' '.join(server.command)}: PIDs {running}")
+        try:
+            server.stop()
+        except Exception as e:  # noqa: BLE001 (reported with the rest)
+            left.append(f"{' '.join(server.command)}: stop failed: {e!r}")
+    # Any other process still descending from pytest, listed before any is killed (an
+    # orphan would leave the tree). Children started with subprocess are killed and
+    # reaped, which also spares the ResourceWarning their Popen would give at exit.
+    strays = _running(under=os.getpid())
+    popens = [o for o in gc.get_objects() if isinstance(o, subprocess.Popen)]
+    for proc in popens:
+        if proc.poll() is None:
+            left.append(f"{proc.pid}: {proc.args}")
+            proc.kill()
+            proc.wait()
+    for pid in set(strays) - {proc.pid for proc in popens}:
+        left.append(f"{pid}: {_command(pid)}")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not set(strays) & set(_running(under=os.getpid())))
+    if left:
+        pytest.fail("processes left running after the tests (now killed):\n" + "\n".join(left))
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config):
+    """SIGTERM (a CI timeout, `kill`) ends the run as Ctrl-C does: fixtures are torn down
+    and the servers they started are stopped (they are in process groups of their own, so
+    a signal to pytest's group no longer reaches them)."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 @pytest.fixture(scope="session")
