@@ -43,6 +43,20 @@ class KVUnavailable(KVError):
     """The server could not be reached, or answered 502/503/504, after the retries."""
 
 
+class KVPartial(KVUnavailable):
+    """get_many could look up only some of the ids (a shard, or one batch, could not
+    answer): `items` holds the values found among the others (as get_many returns them),
+    `unavailable` the ids it could not look up (lower-case, in the order asked). An id in neither was
+    looked up and is not in the data."""
+
+    def __init__(
+        self, message: str, items: dict[str, str], unavailable: list[str], status: int | None
+    ):
+        super().__init__(message, status)
+        self.items = items
+        self.unavailable = unavailable
+
+
 # Statuses a proxy or a starting server gives for a moment: worth another try.
 _RETRY_STATUSES = (502, 503, 504)
 
@@ -54,6 +68,11 @@ class KVClient(ByGet):
     None (get), KeyError ([]) or False (in); a server that cannot answer raises
     KVUnavailable (after `retries` tries with exponential backoff: every call only reads,
     the batch POST included); any other failure is a KVError.
+
+    get_many sends a request per batch_size ids, and per shard when the server is the
+    front of a split snapshot: when some of them cannot be answered (a shard down), it
+    raises KVPartial (a KVUnavailable) carrying the values of the others (`.items`) and
+    the ids it could not look up (`.unavailable`), named in its message too.
 
     etags=True keeps the last answers (up to etag_cache) and asks again with their ETag:
     an unchanged value costs a 304 with no body.
@@ -154,39 +173,64 @@ class KVClient(ByGet):
     def get_many(self, keys: Iterable[str]) -> dict[str, str]:
         """Lower-case id -> value for each of keys the server has (POST /items/batch).
 
-        Sends batch_size ids a request. Raises ValueError naming malformed keys (before
-        sending anything).
+        Sends batch_size ids a request (a request per shard's part, for a split snapshot).
+        Raises ValueError naming malformed keys (before sending anything), and KVPartial
+        (with the values found and the ids not looked up) when some requests cannot be
+        answered.
         """
-        keys = list(keys)
-        bad = [key for key in keys if canonical_key(key) is None]
+        given = list(keys)
+        keys = [canonical_key(key) for key in given]
+        bad = [key for key, canonical in zip(given, keys, strict=True) if canonical is None]
         if bad:
             shown = ", ".join(map(repr, bad[:10])) + (" ..." if len(bad) > 10 else "")
             raise ValueError(f"{len(bad)} malformed ids: each must be a UUID string: {shown}")
         found: dict[str, str] = {}
-        for path, part in self._routes(keys):
+        unavailable: list[str] = []
+        failures: dict[str, KVUnavailable] = {}  # where -> its last failure
+        for where, path, part in self._routes(keys):
             for i in range(0, len(part), self.batch_size):
-                response = self._request("POST", path, json={"ids": part[i : i + self.batch_size]})
+                ids = part[i : i + self.batch_size]
+                try:
+                    response = self._request("POST", path, json={"ids": ids})
+                except KVUnavailable as e:
+                    # The others may still answer (another shard): keep going.
+                    unavailable.extend(ids)
+                    failures[where] = e
+                    continue
                 if response.status_code != 200:
                     self._raise(response)
                 body = _json(response)
                 if not isinstance(body, dict) or not isinstance(body.get("items"), dict):
                     raise KVError("HTTP 200: unexpected answer to a batch", 200)
                 found.update(body["items"])
+        if unavailable:
+            missed = set(unavailable)
+            unavailable = [key for key in dict.fromkeys(keys) if key in missed]  # as asked
+            shown = ", ".join(map(repr, unavailable[:5])) + (" ..." if len(unavailable) > 5 else "")
+            causes = "; ".join(f"{where}: {e}" for where, e in failures.items())
+            raise KVPartial(
+                f"{len(unavailable)} of {len(keys)} ids could not be looked up ({causes}): {shown}",
+                found,
+                unavailable,
+                next(iter(failures.values())).status,
+            )
         return found
 
-    def _routes(self, keys: list[str]) -> list[tuple[str, list[str]]]:
-        """(path, keys) per batch route: one for a whole snapshot, one per shard when the
-        server holds a shard of a split one (its /readyz publishes the shard map; a front
-        routes /shards/<n>/... to shard n)."""
+    def _routes(self, keys: list[str]) -> list[tuple[str, str, list[str]]]:
+        """(where, path, keys) per batch route: one for a whole snapshot, one per shard
+        when the server holds a shard of a split one (its /readyz publishes the shard map,
+        any shard's; a front routes /shards/<n>/... to shard n)."""
         if self._shards is None:
             self._shards = self.ready().get("shard_map") or []
         if not self._shards:
-            return [("/items/batch", keys)]
+            return [(self.base_url, "/items/batch", keys)]
         by_digit = {d: s["index"] for s in self._shards for d in s["digits"]}
         parts: dict[int, list[str]] = {}
         for key in keys:
             parts.setdefault(by_digit[key[0].lower()], []).append(key)
-        return [(f"/shards/{n}/items/batch", part) for n, part in sorted(parts.items())]
+        return [
+            (f"shard {n}", f"/shards/{n}/items/batch", part) for n, part in sorted(parts.items())
+        ]
 
     def __contains__(self, key: object) -> bool:
         key = canonical_key(key)

@@ -83,20 +83,22 @@ stop_set() {  # stop_set COLOR: stop that set's replicas
 }
 
 render_front() {  # render_front COLOR: nginx.conf sending to that set
-  local p servers="" shards per map="" upstreams="" s digits
+  local p servers="" shards per map="" upstreams="" any="" s digits
   shards=$(cat "$state/shards")
-  if [ "$shards" -gt 1 ]; then  # one upstream a shard; the map from the shard manifests
+  if [ "$shards" -gt 1 ]; then  # one upstream a shard, one of them all; the map from the shard manifests
     per=$(($(cat "$state/replicas") / shards))
     for s in $(seq 0 $((shards - 1))); do
       digits=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["shard"]["digits"])' \
         "$(cat "$state/data")/shard-$s/manifest.json")
-      map+="        ~*^/items/[$digits] kv_shard_$s;\n        ~^/shards/$s/ kv_shard_$s;\n"
+      map+="        \"~*^/items/[$digits][0-9a-f]{7}-\" kv_shard_$s;\n        ~^/shards/$s/ kv_shard_$s;\n"
       upstreams+="    upstream kv_shard_$s {\n        hash \$kv_key consistent;\n"
       for p in $(ports_of "$1" | sed -n "$((s * per + 1)),$(((s + 1) * per))p"); do
         upstreams+="        server 127.0.0.1:$p max_fails=1 fail_timeout=3s;\n"
+        any+="        server 127.0.0.1:$p max_fails=1 fail_timeout=3s;\n"
       done
       upstreams+="        keepalive 32;\n    }\n"
     done
+    upstreams+="    upstream kv_any {\n${any}        keepalive 32;\n    }\n"
     sed -e "s|@PORT@|$port|" -e "s|@MAP@|${map%\\n}|" -e "s|@UPSTREAMS@|${upstreams%\\n}|" \
       "$root/deploy/nginx-shards.conf" >"$state/nginx.conf.new"
     mv "$state/nginx.conf.new" "$state/nginx.conf"
