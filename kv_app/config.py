@@ -102,6 +102,19 @@ SETTINGS: tuple[Setting, ...] = (
         choices=tuple(STORES),
     ),
     Setting("MAX_BATCH", 1000, "Most ids one POST /items/batch may ask for.", int, (), 1, 100_000),
+    # 4 MiB: far above what a key-value line usually holds, yet 24 slow clients of such a
+    # value hold about 100 MB, not the gigabytes of 100 MB values; loading, building and
+    # checking refuse a longer value without reading its line whole. Up to 1 GiB.
+    Setting(
+        "MAX_VALUE_BYTES",
+        4 * 1024 * 1024,
+        "Largest value (bytes of UTF-8) a data line may hold; a longer one is a bad line "
+        "(checked by loading, kv-app check, build and publish).",
+        int,
+        (),
+        1,
+        1024 * 1024 * 1024,
+    ),
     Setting(
         "CACHE_MAX_AGE",
         60,

@@ -1,5 +1,9 @@
 """What makes a data line good: parse_line checks one line (the loader's reference path),
 check_lines all lines of a chunk at once with numpy (its fast path). No Flask here.
+
+A value may be limited in size (max_value_bytes, the KV_MAX_VALUE_BYTES setting); None is no
+limit. A line over it is bad whatever else it holds: oversize_reason names it, from its
+first bytes and its length only, so a reader never needs such a line whole.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ _ALLOWED_LOWER = _allowed_bytes(b"0123456789abcdef")
 _ALLOWED_ANY_CASE = _allowed_bytes(b"0123456789abcdefABCDEF")
 
 
-def check_lines(chunk: bytes | memoryview) -> tuple[np.ndarray, np.ndarray, bool] | None:
+def check_lines(
+    chunk: bytes | memoryview, max_value_bytes: int | None = None
+) -> tuple[np.ndarray, np.ndarray, bool] | None:
     """None if some line of the chunk is bad, else (starts, ends, upper) of its lines:
     where each line starts, where its "\n" is, and whether any key has upper-case digits.
 
@@ -42,7 +48,10 @@ def check_lines(chunk: bytes | memoryview) -> tuple[np.ndarray, np.ndarray, bool
     if not buf.all():  # a NUL byte
         return None
     starts, ends = line_spans(chunk)
-    if (ends - starts <= KEY_LEN).any() or (buf[ends - 1] == ord("\r")).any():
+    lengths = ends - starts
+    if (lengths <= KEY_LEN).any() or (buf[ends - 1] == ord("\r")).any():
+        return None
+    if max_value_bytes is not None and (lengths > KEY_LEN + 1 + max_value_bytes).any():
         return None
     head = line_heads(chunk, starts)
     columns = np.arange(len(HEAD_COLUMNS))
@@ -69,12 +78,14 @@ def line_heads(buf: bytes | memoryview, starts: np.ndarray) -> np.ndarray:
     return np.stack([words[starts + start] for start in _WORDS], axis=1).view(np.uint8)
 
 
-def parse_line(raw: bytes) -> tuple[str, str, str | None]:
+def parse_line(raw: bytes, max_value_bytes: int | None = None) -> tuple[str, str, str | None]:
     """(key, value, None) for a good line, ("", "", reason) for a bad one."""
     if raw.endswith(b"\n"):
         raw = raw[:-1]
     if not raw:
         return "", "", "blank line"
+    if max_value_bytes is not None and len(raw) - (KEY_LEN + 1) > max_value_bytes:
+        return "", "", oversize_reason(raw, len(raw) - (KEY_LEN + 1), max_value_bytes)
     if raw.endswith(b"\r"):
         return "", "", "line ends with CR (Windows line endings?); convert the file to LF"
     nul = raw.find(b"\x00")
@@ -92,3 +103,13 @@ def parse_line(raw: bytes) -> tuple[str, str, str | None]:
     if canonical is None:
         return "", "", f"key is not a UUID (8-4-4-4-12 hex digits): {shortened(key)!r}"
     return canonical, value, None
+
+
+def oversize_reason(head: bytes, value_bytes: int, max_value_bytes: int) -> str:
+    """Why a line whose value (all after the key and its space, without the "\n") is over
+    the limit is bad, from its first KEY_LEN + 1 bytes: its key, if that is not a UUID
+    and a space, else its size. A reader that met a line of gigabytes passes its head."""
+    key, space, _ = head[: KEY_LEN + 1].decode("utf-8", "replace").partition(" ")
+    if not space or canonical_key(key) is None:
+        return f"key is not a UUID (8-4-4-4-12 hex digits): {shortened(key)!r}"
+    return f"value of {value_bytes:,} bytes, over KV_MAX_VALUE_BYTES ({max_value_bytes:,})"

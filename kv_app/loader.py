@@ -6,6 +6,10 @@ decodes and splits the chunk and builds the dict with operations in C. When a ch
 bad line, or a key repeats, the whole file is read again line by line: the reference
 path, which finds every problem and names its line. load_spans is the fast path without
 Python objects per pair, for CompactStore.
+
+max_value_bytes limits a value's size (None: no limit; the stores and the CLI pass the
+KV_MAX_VALUE_BYTES setting). Every path reads the file in bounded pieces and gives up on a
+line as soon as it is longer than the limit allows: a line of gigabytes is never held whole.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from kv_app.lines import KEY_LEN, check_lines, parse_line
+from kv_app import config
+from kv_app.lines import KEY_LEN, check_lines, oversize_reason, parse_line
 
 BOM = b"\xef\xbb\xbf"
 # Read this much at a time: bounds the transient memory of the fast path (a chunk,
@@ -107,14 +112,30 @@ def iso_time(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
+def configured_max_value_bytes() -> int:
+    """KV_MAX_VALUE_BYTES as the environment sets it, else its default: the limit of a
+    store's load or a build whose caller passes none (create_app and publish pass none)."""
+    setting = config.BY_NAME["MAX_VALUE_BYTES"]
+    raw = os.environ.get(setting.env)
+    try:
+        return setting.default if raw is None else setting.parse(raw)
+    except config.ConfigError as e:
+        raise LoadError(str(e)) from None
+
+
 def load(
-    path: str | os.PathLike[str], *, strict: bool = True, progress: Progress | None = None
+    path: str | os.PathLike[str],
+    *,
+    strict: bool = True,
+    progress: Progress | None = None,
+    max_value_bytes: int | None = None,
 ) -> tuple[dict[str, str], LoadReport]:
     """Read a data file into a dict of canonical (lower-case) key -> value.
 
     strict: any bad line raises LoadError. Otherwise bad lines are skipped and listed in
     the report; a duplicate key keeps its first value. A file with no good pair always
-    raises LoadError, and so does a read error (`path: cannot read: reason`).
+    raises LoadError, and so does a read error (`path: cannot read: reason`). A value
+    longer than max_value_bytes (None: no limit) makes its line bad.
     """
     started = time.perf_counter()
     name = os.fspath(path)
@@ -123,11 +144,11 @@ def load(
         before = os.fstat(f.fileno())
         size = before.st_size
         digest = hashlib.sha256()
-        data = _load_fast(f, size, progress, digest)
+        data = _load_fast(f, size, progress, digest, max_value_bytes)
         if data is None:
             f.seek(0)
             digest = hashlib.sha256()
-            data, problems, report.bom = _load_lines(f, digest)
+            data, problems, report.bom = _load_lines(f, digest, max_value_bytes)
             if problems and strict:
                 raise _error(name, problems)
             report.skipped = problems
@@ -140,14 +161,16 @@ def load(
     return data, report
 
 
-def check(path: str | os.PathLike[str]) -> tuple[int, list[Problem]]:
+def check(
+    path: str | os.PathLike[str], *, max_value_bytes: int | None = None
+) -> tuple[int, list[Problem]]:
     """Every problem in a data file, without building a server: (good pairs, problems).
 
     File-level problems (missing, a directory, unreadable) raise LoadError.
     """
     name = os.fspath(path)
     with _open(name) as f, _read_errors(name):
-        data, problems, _ = _load_lines(f, hashlib.sha256())
+        data, problems, _ = _load_lines(f, hashlib.sha256(), max_value_bytes)
     return len(data), problems
 
 
@@ -164,16 +187,22 @@ class Spans:
 
 
 def load_spans(
-    path: str | os.PathLike[str], *, progress: Progress | None = None
+    path: str | os.PathLike[str],
+    *,
+    progress: Progress | None = None,
+    max_value_bytes: int | None = None,
 ) -> tuple[Spans | None, LoadReport]:
     """The fast path without building Python objects: Spans, or None when some line is
     bad (then use load(), which names it). Raises LoadError for an unusable file."""
     started = time.perf_counter()
     name = os.fspath(path)
     report = LoadReport(path=name)
+    max_line = None if max_value_bytes is None else KEY_LEN + 1 + max_value_bytes + len(BOM)
     with _open(name) as f, _read_errors(name):
         before = os.fstat(f.fileno())
-        buf = f.read()
+        buf = _read_whole(f, max_line)
+        if buf is None:  # a line over the limit: read no further
+            return None, report
         report.bytes = _check_unchanged(name, f, before)
     report.sha256, report.mtime = hashlib.sha256(buf).hexdigest(), before.st_mtime
     if not buf:
@@ -186,7 +215,7 @@ def load_spans(
     while base < len(buf):
         cut = buf.rfind(b"\n", base, base + CHUNK_BYTES) + 1 or buf.index(b"\n", base) + 1
         chunk = view[base:cut]
-        checked = check_lines(chunk)
+        checked = check_lines(chunk, max_value_bytes)
         if checked is None:
             return None, report
         try:
@@ -203,6 +232,30 @@ def load_spans(
     report.pairs = len(spans.starts)
     report.seconds = time.perf_counter() - started
     return spans, report
+
+
+def _read_whole(f: BinaryIO, max_line: int | None) -> bytes | bytearray | None:
+    """The rest of f, or None as soon as a line (without its "\n") is longer than max_line
+    bytes. Read in pieces and grown in place (no second copy of the file), so a line of
+    gigabytes is given up after about max_line + CHUNK_BYTES bytes."""
+    if max_line is None:
+        return f.read()
+    buf = bytearray()
+    line_start = 0  # where the line being read starts
+    while piece := f.read(CHUNK_BYTES):
+        at = len(buf)
+        buf += piece
+        # Lines within the piece are checked later (check_lines); here only the one that
+        # runs into it and the one it leaves open, which may span many pieces.
+        first = piece.find(b"\n")
+        if first < 0:
+            if len(buf) - line_start > max_line:
+                return None
+            continue
+        if at + first - line_start > max_line:
+            return None
+        line_start = at + piece.rfind(b"\n") + 1
+    return buf
 
 
 @contextmanager
@@ -266,9 +319,10 @@ def _error(name: str, problems: list[Problem]) -> LoadError:
     return LoadError("\n".join(lines), tuple(problems))
 
 
-def _chunks(f: BinaryIO, digest) -> Iterator[bytes]:
+def _chunks(f: BinaryIO, digest, max_line: int | None = None) -> Iterator[bytes | None]:
     """The file in pieces that end at a line end (the last piece gets one if it lacks it);
-    digest is updated with every byte read."""
+    digest is updated with every byte read. None, and no more, once a line (without its
+    "\n") is longer than max_line bytes: it is never held whole."""
     rest = b""
     while True:
         block = f.read(CHUNK_BYTES)
@@ -278,18 +332,27 @@ def _chunks(f: BinaryIO, digest) -> Iterator[bytes]:
         block = rest + block
         cut = block.rfind(b"\n") + 1
         rest = block[cut:]
+        if max_line is not None and len(rest) > max_line:
+            yield None
+            return
         if cut:
             yield block[:cut]
     if rest:
         yield rest + b"\n"
 
 
-def _load_fast(f: BinaryIO, size: int, progress: Progress | None, digest) -> dict[str, str] | None:
+def _load_fast(
+    f: BinaryIO, size: int, progress: Progress | None, digest, max_value_bytes: int | None = None
+) -> dict[str, str] | None:
     """The dict, or None when any chunk needs the line-by-line path."""
     data: dict[str, str] = {}
     done = 0
-    for chunk in _chunks(f, digest):
-        checked = check_lines(chunk)
+    # A first line may carry a byte-order mark too; the line-by-line path counts exactly.
+    max_line = None if max_value_bytes is None else KEY_LEN + 1 + max_value_bytes + len(BOM)
+    for chunk in _chunks(f, digest, max_line):
+        if chunk is None:
+            return None
+        checked = check_lines(chunk, max_value_bytes)
         if checked is None:
             return None
         starts, _, upper = checked
@@ -314,19 +377,26 @@ def _load_fast(f: BinaryIO, size: int, progress: Progress | None, digest) -> dic
     return data
 
 
-def _load_lines(f: BinaryIO, digest) -> tuple[dict[str, str], list[Problem], bool]:
+def _load_lines(
+    f: BinaryIO, digest, max_value_bytes: int | None = None
+) -> tuple[dict[str, str], list[Problem], bool]:
     """The reference path: every line checked on its own. Returns (data, problems, bom);
     digest is updated with every byte read."""
     data: dict[str, str] = {}
     first_seen: dict[str, int] = {}
     problems: list[Problem] = []
     bom = False
-    for number, raw in enumerate(f, 1):
-        digest.update(raw)
+    max_line = None if max_value_bytes is None else KEY_LEN + 1 + max_value_bytes + len(BOM)
+    for number, (raw, length) in enumerate(_lines(f, digest, max_line), 1):
         if number == 1 and raw.startswith(BOM):
             raw = raw[len(BOM) :]
+            length -= len(BOM)
             bom = True
-        key, value, reason = parse_line(raw)
+        if length > len(raw):  # only its head was kept: over the limit, whatever the rest
+            key, value = "", ""
+            reason = oversize_reason(raw, length - (KEY_LEN + 1), max_value_bytes)
+        else:
+            key, value, reason = parse_line(raw, max_value_bytes)
         if reason is None and key in first_seen:
             reason = f"duplicate key {key} (first on line {first_seen[key]})"
         if reason is not None:
@@ -335,6 +405,27 @@ def _load_lines(f: BinaryIO, digest) -> tuple[dict[str, str], list[Problem], boo
         data[key] = value
         first_seen[key] = number
     return data, problems, bom
+
+
+def _lines(f: BinaryIO, digest, max_line: int | None) -> Iterator[tuple[bytes, int]]:
+    """Each line of f (with its "\n") and its length without the "\n"; of a line longer
+    than max_line bytes only the first max_line + 1, the rest read in pieces and counted,
+    never held. digest is updated with every byte read."""
+    if max_line is None:
+        for raw in f:
+            digest.update(raw)
+            yield raw, len(raw) - raw.endswith(b"\n")
+        return
+    while raw := f.readline(max_line + 1):
+        digest.update(raw)
+        length = len(raw) - raw.endswith(b"\n")
+        if length > max_line:
+            while piece := f.readline(CHUNK_BYTES):
+                digest.update(piece)
+                length += len(piece) - piece.endswith(b"\n")
+                if piece.endswith(b"\n"):
+                    break
+        yield raw, length
 
 
 def tty_progress(stream=sys.stderr, min_bytes: int = 64 * 1024 * 1024) -> Progress | None:

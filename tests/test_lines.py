@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kv_app.lines import check_lines, parse_line
+from kv_app.lines import check_lines, oversize_reason, parse_line
 
 K = "8a35eb59-62b3-481c-8875-1f248df4c952"
 
@@ -84,3 +84,41 @@ def test_check_lines_agrees_with_parse_line(lines):
         assert starts.tolist() == offsets
         assert ends.tolist() == [o + len(r) - 1 for o, r in zip(offsets, raw, strict=True)]
         assert upper == any(r[:36] != r[:36].lower() for r in raw)
+
+
+@pytest.mark.parametrize("max_value_bytes", [0, 1, 5, 1000])
+def test_a_value_up_to_the_limit_is_good_and_one_byte_more_is_not(max_value_bytes):
+    """The limit counts the value's bytes of UTF-8 (a "é" is two), not the line's."""
+    at_limit = "é" * (max_value_bytes // 2) + "v" * (max_value_bytes % 2)
+    for value, good in ((at_limit, True), (at_limit + "v", False)):
+        raw = f"{K} {value}\n".encode()
+        key, parsed, reason = parse_line(raw, max_value_bytes)
+        if good:
+            assert (key, parsed, reason) == (K, value, None)
+        else:
+            limit = f"{max_value_bytes:,}"
+            expected = f"value of {len(value.encode()):,} bytes, over KV_MAX_VALUE_BYTES ({limit})"
+            assert reason == expected
+        assert (check_lines(raw * 2, max_value_bytes) is not None) == good
+        assert parse_line(raw)[2] is None and check_lines(raw) is not None  # no limit
+
+
+def test_a_line_over_the_limit_is_named_by_its_key_when_that_is_bad():
+    reason = parse_line(b"x" * 100 + b"\n", 10)[2]
+    assert reason == f"key is not a UUID (8-4-4-4-12 hex digits): {'x' * 37!r}"
+    assert parse_line(f"{K}\t{'v' * 20}\n".encode(), 10)[2].startswith("key is not a UUID")
+    # Over the limit counts before the rest (a CR, a NUL, bad UTF-8 in the value) ...
+    assert parse_line(f"{K} {'v' * 20}\r\n".encode(), 10)[2].startswith("value of 21 bytes")
+    # ... and from the head and length alone, as a reader of a huge line gives them.
+    assert oversize_reason(f"{K.upper()} v".encode(), 3_000_000_000, 4) == (
+        "value of 3,000,000,000 bytes, over KV_MAX_VALUE_BYTES (4)"
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_line, min_size=1, max_size=6), st.integers(0, 8))
+def test_check_lines_agrees_with_parse_line_under_a_value_limit(lines, max_value_bytes):
+    raw = [line.encode("utf-8") + b"\n" for line in lines]
+    checked = check_lines(b"".join(raw), max_value_bytes)
+    all_good = all(parse_line(r, max_value_bytes)[2] is None for r in raw)
+    assert (checked is not None) == all_good, [parse_line(r, max_value_bytes)[2] for r in raw]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 
 import pytest
 
 from kv_app import loader
 from kv_app.loader import LoadError, Problem
+from kv_app.stores import STORES
 
 K1 = "8a35eb59-62b3-481c-8875-1f248df4c952"
 K2 = "06bf4950-90ea-44d4-9df9-7fa724212196"
@@ -296,3 +298,114 @@ def test_accepted_kinds_in_both_modes(tmp_path, kind, strict):
     assert data == {K2: "first", key.lower(): value}
     assert report.skipped == []
     assert report.bom == (kind == "bom")
+
+
+# The value limit (KV_MAX_VALUE_BYTES), here a small one for files of a few MB.
+LIMIT = 1000
+OVER = f"value of 3,000,000 bytes, over KV_MAX_VALUE_BYTES ({LIMIT:,})"
+
+
+def huge_line_file(tmp_path, key=K2):
+    """Line 2 holds a value of 3,000,000 bytes: over LIMIT, across many chunks."""
+    return write(tmp_path, f"{K1} v1\n{key} {'v' * 3_000_000}\n{K3} v3\n".encode())
+
+
+def text_stores():
+    return [kind.cls() for kind in STORES.values() if kind.loads_text]
+
+
+@pytest.mark.parametrize("chunk", [64, 4096, 8 * 1024 * 1024])
+def test_a_value_over_the_limit_stops_a_strict_load_with_path_and_line(
+    tmp_path, monkeypatch, chunk
+):
+    monkeypatch.setattr(loader, "CHUNK_BYTES", chunk)
+    path = huge_line_file(tmp_path)
+    for load in [loader.load, *(store.from_file for store in text_stores())]:
+        with pytest.raises(LoadError) as e:
+            load(path, max_value_bytes=LIMIT)
+        assert str(e.value) == f"{path}:2: {OVER}"
+        assert e.value.problems == (Problem(2, OVER),)
+
+
+@pytest.mark.parametrize("chunk", [64, 8 * 1024 * 1024])
+def test_a_value_over_the_limit_is_skipped_when_lenient(tmp_path, monkeypatch, chunk):
+    monkeypatch.setattr(loader, "CHUNK_BYTES", chunk)
+    path = huge_line_file(tmp_path)
+    data, report = loader.load(path, strict=False, max_value_bytes=LIMIT)
+    assert data == {K1: "v1", K3: "v3"}
+    assert report.skipped == [Problem(2, OVER)]
+    assert "skipped 1 bad lines (lines 2)" in report.summary()
+    assert report.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()  # every byte read
+    for store in text_stores():
+        s = store.from_file(path, strict=False, max_value_bytes=LIMIT)
+        assert dict(s) == {K1: "v1", K3: "v3"} and s.report.skipped == [Problem(2, OVER)]
+    assert loader.check(path, max_value_bytes=LIMIT) == (2, [Problem(2, OVER)])
+
+
+@pytest.mark.parametrize("chunk", [64, 100, 1000, 8 * 1024 * 1024])
+def test_values_of_exactly_the_limit_load_byte_for_byte(tmp_path, monkeypatch, chunk):
+    """At the limit, counted in bytes of UTF-8: first line after a byte-order mark,
+    a middle one, the last one without its newline."""
+    monkeypatch.setattr(loader, "CHUNK_BYTES", chunk)
+    values = {
+        K1: "é" * (LIMIT // 2),
+        K2: "x☃" + " \t" * ((LIMIT - 6) // 2) + "\r" + "v",
+        K3: "𝄞" * (LIMIT // 4),
+    }
+    assert all(len(v.encode()) == LIMIT for v in values.values())
+    text = "\n".join(f"{k} {v}" for k, v in values.items()).encode()
+    for raw in (text, loader.BOM + text):
+        path = write(tmp_path, raw)
+        for strict in (True, False):
+            data, report = loader.load(path, strict=strict, max_value_bytes=LIMIT)
+            assert data == values and report.skipped == []
+            for store in text_stores():
+                s = store.from_file(path, strict=strict, max_value_bytes=LIMIT)
+                assert {k: s[k] for k in values} == values and len(s) == 3
+        assert loader.check(path, max_value_bytes=LIMIT) == (3, [])
+        with pytest.raises(LoadError, match=rf"^{path}:1: value of 1,000 bytes, over .* \(999\)"):
+            loader.load(path, max_value_bytes=LIMIT - 1)
+
+
+def test_a_huge_line_with_a_bad_key_is_named_by_its_key(tmp_path):
+    path = huge_line_file(tmp_path, key="x" * 40)
+    with pytest.raises(LoadError, match=rf"^{path}:2: key is not a UUID .*: 'xxxxxxxx"):
+        loader.load(path, max_value_bytes=LIMIT)
+
+
+def test_a_huge_line_is_never_held_whole(tmp_path, monkeypatch):
+    """Each reading path gives up on a line over the limit after about the limit and a
+    chunk, or keeps only its head while it counts the rest."""
+    monkeypatch.setattr(loader, "CHUNK_BYTES", 4096)
+    path = huge_line_file(tmp_path)
+    max_line = 37 + LIMIT + 3
+    with open(path, "rb") as f:
+        assert loader._read_whole(f, max_line) is None  # load_spans
+        assert f.tell() <= max_line + 2 * 4096
+    with open(path, "rb") as f:
+        assert list(loader._chunks(f, hashlib.sha256(), max_line))[-1] is None  # load's fast path
+        assert f.tell() <= max_line + 2 * 4096
+    with open(path, "rb") as f:  # the line-by-line path
+        lines = [(len(raw), length) for raw, length in loader._lines(f, hashlib.sha256(), max_line)]
+    assert lines == [(40, 39), (max_line + 1, 3_000_037), (40, 39)]
+
+
+def test_the_stores_take_the_limit_from_the_environment(tmp_path, monkeypatch):
+    """create_app passes no limit: the stores read KV_MAX_VALUE_BYTES, else 4 MiB."""
+    monkeypatch.delenv("KV_MAX_VALUE_BYTES", raising=False)
+    default = 4 * 1024 * 1024
+    at = write(tmp_path, f"{K1} {'v' * default}\n".encode(), name="at.data")
+    over = write(tmp_path, f"{K1} {'v' * (default + 1)}\n".encode(), name="over.data")
+    small = huge_line_file(tmp_path)
+    for store in text_stores():
+        assert len(store.from_file(at)) == 1
+        with pytest.raises(LoadError, match=rf"^{over}:1: value of 4,194,305 bytes, over "):
+            store.from_file(over)
+        assert len(store.from_file(small, strict=False)) == 3
+        monkeypatch.setenv("KV_MAX_VALUE_BYTES", str(LIMIT))
+        with pytest.raises(LoadError, match=f"^{re.escape(f'{small}:2: {OVER}')}$"):
+            store.from_file(small)
+        monkeypatch.setenv("KV_MAX_VALUE_BYTES", "lots")
+        with pytest.raises(LoadError, match="^KV_MAX_VALUE_BYTES='lots': expected a whole number"):
+            store.from_file(small)
+        monkeypatch.delenv("KV_MAX_VALUE_BYTES")

@@ -83,13 +83,19 @@ class CompactStore(LoadedFromText, Mapping[str, str]):
         *,
         strict: bool = True,
         progress: loader.Progress | None = None,
+        max_value_bytes: int | None = None,
     ) -> CompactStore:
-        """Load a data file; raises loader.LoadError if it cannot be served."""
+        """Load a data file; raises loader.LoadError if it cannot be served. A value over
+        max_value_bytes makes its line bad (None: the KV_MAX_VALUE_BYTES setting)."""
+        if max_value_bytes is None:
+            max_value_bytes = loader.configured_max_value_bytes()
         started = time.perf_counter()
-        spans, report = loader.load_spans(path, progress=progress)
+        spans, report = loader.load_spans(path, progress=progress, max_value_bytes=max_value_bytes)
         store = cls.from_spans(spans, report) if spans is not None else None
         if store is None:  # a bad line or a duplicate key: the reference path names it
-            data, report = loader.load(path, strict=strict, progress=progress)
+            data, report = loader.load(
+                path, strict=strict, progress=progress, max_value_bytes=max_value_bytes
+            )
             store = cls.from_dict(data, report)
         report.pairs = len(store)
         report.seconds = time.perf_counter() - started

@@ -28,9 +28,15 @@ class DictStore(LoadedFromText, Mapping[str, str]):
         *,
         strict: bool = True,
         progress: loader.Progress | None = None,
+        max_value_bytes: int | None = None,
     ) -> DictStore:
-        """Load a data file; raises loader.LoadError if it cannot be served."""
-        data, report = loader.load(path, strict=strict, progress=progress)
+        """Load a data file; raises loader.LoadError if it cannot be served. A value over
+        max_value_bytes makes its line bad (None: the KV_MAX_VALUE_BYTES setting)."""
+        if max_value_bytes is None:
+            max_value_bytes = loader.configured_max_value_bytes()
+        data, report = loader.load(
+            path, strict=strict, progress=progress, max_value_bytes=max_value_bytes
+        )
         return cls(data, report)
 
     def get(self, key: str, default: str | None = None) -> str | None:
