@@ -5,11 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
 
 from conftest import EXAMPLE_DATA, KV_APP, ROOT, make_data, wait_for
+from kv_app import __version__
 from kv_app.client import KVClient
 
 
@@ -158,7 +160,15 @@ def test_sample_data_is_what_make_data_writes(tmp_path):
     path = tmp_path / "sample.data"
     make_data.write(1000, str(path), seed=0)
     assert path.read_bytes() == (ROOT / "data" / "sample.data").read_bytes()
-    assert KV_APP.endswith("kv-app")
+
+
+def test_the_kv_app_command_is_installed_beside_python():
+    """The servers these tests start run KV_APP: the `kv-app` entry point installed with
+    the Python running the tests (not another install's on PATH)."""
+    out = subprocess.run([KV_APP, "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout == f"kv-app, version {__version__}\n"
+    interpreter = Path(KV_APP).read_text().splitlines()[0].removeprefix("#!")
+    assert Path(interpreter).parent == Path(sys.executable).parent  # the same environment
 
 
 @pytest.mark.parametrize("with_file", [True, False])
