@@ -1,10 +1,13 @@
 """Settings: defaults, KV_* variables, overrides, and clear errors."""
 
+import os
 import re
 
+import click
 import pytest
+from click.testing import CliRunner
 
-from kv_app import config
+from kv_app import cli, config
 from kv_app.app import create_app
 from kv_app.config import ConfigError
 from kv_app.stores import STORES
@@ -35,10 +38,45 @@ def test_bad_values(env, message):
         config.from_environ(env)
 
 
-def test_three_spellings():
-    setting = config.BY_NAME["DATA_PATH"]
-    assert (setting.env, setting.flag) == ("KV_DATA_PATH", "--data-path")
-    assert all(s.help for s in config.SETTINGS)
+def _serve_environment(monkeypatch, *args: str) -> dict[str, str]:
+    """The environment `kv-app serve ARGS` hands gunicorn (whose start is only recorded)."""
+    handed: dict[str, str] = {}
+    monkeypatch.setattr(cli.os, "execve", lambda path, argv, env: handed.update(env))
+    result = CliRunner().invoke(cli.cli, ["serve", *args])
+    assert result.exit_code == 0 and handed, result.output
+    return handed
+
+
+def _not_the_default(setting: config.Setting):
+    if setting.kind is bool:
+        return not setting.default
+    if setting.choices:
+        return next(c for c in setting.choices if c != setting.default)
+    if setting.kind is int:
+        return setting.high if setting.default != setting.high else setting.low
+    return f"given-{setting.name.lower()}"
+
+
+def test_three_spellings(monkeypatch):
+    """What a user passes to `kv-app serve` reaches gunicorn as a KV_* variable that
+    resolves to the setting's config key: each flag (a setting's, named after it), and
+    the DATA_FILE argument for DATA_PATH."""
+    for name in [k for k in os.environ if k.startswith("KV_")]:
+        monkeypatch.delenv(name)
+    handed = _serve_environment(monkeypatch, "my.data")
+    assert config.resolve(handed)["DATA_PATH"] == os.path.abspath("my.data")
+    flags = [p for p in cli.serve.params if isinstance(p, click.Option)]
+    assert len(flags) > 10
+    for flag in flags:
+        setting = config.BY_NAME[flag.name.upper()]
+        assert (flag.opts[0], flag.envvar) == (setting.flag, setting.env)
+        value = _not_the_default(setting)
+        if setting.kind is bool:
+            given = [setting.flag if value else f"--no-{setting.flag[2:]}"]
+        else:
+            given = [setting.flag, str(value)]
+        handed = _serve_environment(monkeypatch, "my.data", *given)
+        assert config.resolve(handed)[setting.name] == value, (given, handed.get(setting.env))
 
 
 @pytest.mark.parametrize(
