@@ -4,11 +4,13 @@ into place; optionally split into shards by the id's first hex digit."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import mmap
 import os
 import shutil
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
@@ -50,20 +52,40 @@ class _Pairs:
     bom: bool
 
 
-def _scan(mm: mmap.mmap, view: memoryview, progress: Progress | None) -> _Pairs:
+def _scan(
+    mm: mmap.mmap,
+    view: memoryview,
+    progress: Progress | None,
+    max_value_bytes: int | None = None,
+) -> _Pairs:
     """Check every line of a whole file (a read-only mmap) as the strict load does and
-    locate the good pairs; the file's bytes are never copied whole."""
+    locate the good pairs; the file's bytes are never copied whole, nor a line longer
+    than a chunk whose value is over max_value_bytes (None: no limit)."""
     hi, lo, start, end, line, problems = [], [], [], [], [], []
     bom = False
     size = len(view)
     base = line_base = 0
     while base < size:
         cut = _cut(mm, base, size)
+        oversize = None
+        if max_value_bytes is not None and cut - base > CHUNK_BYTES:  # one line, that long
+            oversize = _oversize(view, base, cut, line_base + 1, max_value_bytes)
+        if oversize is not None:
+            problems.append(oversize)
+            line_base += 1
+            base = cut
+            if progress is not None:
+                progress(base, size)
+            continue
         chunk = view[base:cut]
         tail = cut == size and view[size - 1] != ord("\n")
         if tail:  # the last line lacks its "\n": check a copy that has it
             chunk = memoryview(bytes(chunk) + b"\n")
-        checked = None if base == 0 and bytes(chunk[:3]) == loader.BOM else lines.check_lines(chunk)
+        checked = (
+            None
+            if base == 0 and bytes(chunk[:3]) == loader.BOM
+            else lines.check_lines(chunk, max_value_bytes)
+        )
         if checked is not None:
             try:
                 str(chunk, "utf-8")
@@ -80,7 +102,7 @@ def _scan(mm: mmap.mmap, view: memoryview, progress: Progress | None) -> _Pairs:
             count = len(starts)
         else:  # the reference path, line by line, on this chunk only
             count, found_bom = _scan_lines(
-                chunk, base, line_base, hi, lo, start, end, line, problems
+                chunk, base, line_base, hi, lo, start, end, line, problems, max_value_bytes
             )
             bom = bom or found_bom
         line_base += count
@@ -112,7 +134,22 @@ def _cut(mm: mmap.mmap, base: int, size: int) -> int:
     return size if at < 0 else at + 1
 
 
-def _scan_lines(chunk, base, line_base, hi, lo, start, end, line, problems) -> tuple[int, bool]:
+def _oversize(
+    view: memoryview, base: int, cut: int, number: int, max_value_bytes: int
+) -> Problem | None:
+    """The problem of line `number`, view[base:cut], if its value is over the limit; only
+    its first bytes are read."""
+    skip = len(loader.BOM) if base == 0 and bytes(view[:3]) == loader.BOM else 0
+    value_bytes = cut - base - skip - (view[cut - 1] == ord("\n")) - (KEY_LEN + 1)
+    if value_bytes <= max_value_bytes:
+        return None
+    head = bytes(view[base + skip : base + skip + KEY_LEN + 1])
+    return Problem(number, lines.oversize_reason(head, value_bytes, max_value_bytes))
+
+
+def _scan_lines(
+    chunk, base, line_base, hi, lo, start, end, line, problems, max_value_bytes=None
+) -> tuple[int, bool]:
     """parse_line on each line of a chunk; good pairs appended, bad lines recorded."""
     data = bytes(chunk)
     bom = False
@@ -126,7 +163,7 @@ def _scan_lines(chunk, base, line_base, hi, lo, start, end, line, problems) -> t
         skip = 0
         if number == 1 and raw.startswith(loader.BOM):
             raw, skip, bom = raw[len(loader.BOM) :], len(loader.BOM), True
-        key, _, reason = lines.parse_line(raw)
+        key, _, reason = lines.parse_line(raw, max_value_bytes)
         if reason is not None:
             problems.append(Problem(number, reason))
         else:
@@ -182,13 +219,16 @@ def build(
     strict: bool = True,
     progress: Progress | None = None,
     shards: int = 1,
+    max_value_bytes: int | None = None,
 ) -> dict:
     """Build a snapshot of data_file at target (which must not exist); return its manifest.
 
     Every line is checked as the strict load checks it (same `path:line: reason`
-    messages); strict=False leaves bad lines out. The snapshot is written into a
-    temporary directory beside target, synced, and renamed into place: a reader never
-    sees half of one. Memory: about 70 bytes per pair at the peak, plus the page cache.
+    messages); strict=False leaves bad lines out. A value over max_value_bytes makes its
+    line bad (None: the KV_MAX_VALUE_BYTES setting; publish passes none). The snapshot is
+    written into a temporary directory beside target, synced, and renamed into place: a
+    reader never sees half of one. Memory: about 70 bytes per pair at the peak, plus the
+    page cache.
 
     shards > 1 (2, 4, 8 or 16): target holds shard-0 ... shard-N-1, each a snapshot of
     the keys whose first hex digit falls in its range, with the shard map in its manifest.
@@ -197,6 +237,8 @@ def build(
         raise SnapshotError(
             f"--shards {shards}: expected one of {', '.join(map(str, SHARD_COUNTS))}"
         )
+    if max_value_bytes is None:
+        max_value_bytes = loader.configured_max_value_bytes()
     started = time.perf_counter()
     name = os.fspath(data_file)
     target = Path(target)
@@ -206,18 +248,23 @@ def build(
     try:
         with loader._open(name) as f, loader._read_errors(name):
             before = os.fstat(f.fileno())
+            if not stat.S_ISREG(before.st_mode):
+                raise SnapshotError(
+                    f"{name}: not a regular file (a pipe or a device): a build reads its "
+                    "input twice; write it to a file first"
+                )
             if before.st_size == 0:
                 raise SnapshotError(f"{name}: file is empty")
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             mm.madvise(mmap.MADV_SEQUENTIAL)
             view = memoryview(mm)
             source_sha256 = _sha256(view)
-            pairs = _scan(mm, view, progress)
+            pairs = _scan(mm, view, progress, max_value_bytes)
             view.release()
             order = _sorted_unique(pairs, strict, name)
             if len(order) == 0:
                 raise SnapshotError(f"{name}: no valid pairs")
-            target.parent.mkdir(parents=True, exist_ok=True)
+            _make_room(target.parent, before.st_size)
             tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
             written = []
             # Sorted keys: each shard is one run of the order (by the first hex digit).
@@ -227,7 +274,10 @@ def build(
                 where = tmp / f"shard-{index}" if shards > 1 else tmp
                 where.mkdir(exist_ok=True)
                 part = order[bounds[index] : bounds[index + 1]]
-                manifest = _write(where, mm, pairs, part, before.st_size)
+                try:
+                    manifest = _write(where, mm, pairs, part, before.st_size)
+                except (lmdb.Error, OSError) as e:
+                    raise SnapshotError(_write_failed(target.parent, e)) from None
                 if shards > 1:
                     manifest["shard"] = shard_info(index, shards)
                     manifest["shard_map"] = [shard_info(i, shards) for i in range(shards)]
@@ -252,7 +302,13 @@ def build(
                 build_seconds=round(time.perf_counter() - started, 3),
                 skipped_lines=len(pairs.problems),
             )
-            _write_json(where / MANIFEST, manifest)
+            try:
+                _write_json(where / MANIFEST, manifest)
+            except OSError as e:
+                raise SnapshotError(_write_failed(target.parent, e)) from None
+            # Read-only: a snapshot never changes (servers refuse one that did).
+            for made in (where / DATA_FILE, where / MANIFEST):
+                made.chmod(0o444 & ~umask)
             where.chmod(0o777 & ~umask)  # mkdtemp made it private; snapshots are shared
             _fsync_dir(where)
         _fsync_dir(tmp)
@@ -266,6 +322,46 @@ def build(
             shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {**manifest, "problems": pairs.problems, "bom": pairs.bom}  # for the caller
+
+
+# A snapshot takes about 0.85 times its text (62 bytes a pair for 73 of text, measured):
+# a build refuses to start where less than the text's size is free.
+SPACE_PER_TEXT_BYTE = 1.0
+
+
+def _make_room(where: Path, text_bytes: int) -> None:
+    """Create where (a snapshot's parent directory) and check it has room for a build."""
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        stats = os.statvfs(where)
+    except FileExistsError:
+        raise SnapshotError(f"{where}: not a directory") from None
+    except OSError as e:
+        raise SnapshotError(f"{e.filename or where}: cannot write: {e.strerror or e}") from None
+    if not os.access(where, os.W_OK):
+        raise SnapshotError(f"{where}: cannot write: permission denied or read-only")
+    free = stats.f_bavail * stats.f_frsize
+    wanted = int(text_bytes * SPACE_PER_TEXT_BYTE)
+    if free < wanted:
+        raise SnapshotError(
+            f"{where}: {free / 1e6:,.1f} MB free, a snapshot of this file needs about "
+            f"{wanted / 1e6:,.1f} MB (about the size of the text)"
+        )
+
+
+def _write_failed(where: Path, e: Exception) -> str:
+    """One line for a write that failed: a full disk is said as such (LMDB reports one
+    as an Input/output error)."""
+    try:
+        stats = os.statvfs(where)
+        full = stats.f_bavail * stats.f_frsize < (1 << 20)
+    except OSError:
+        full = False
+    if full or getattr(e, "errno", None) == errno.ENOSPC:
+        return f"{where}: no space left on device while writing the snapshot (nothing kept)"
+    if isinstance(e, OSError):
+        return f"{e.filename or where}: cannot write: {e.strerror or e}"
+    return f"{where}: cannot write the snapshot: {e}"
 
 
 def shard_info(index: int, count: int) -> dict:
