@@ -16,7 +16,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 from werkzeug.http import HTTP_STATUS_CODES
 
-from kv_app import api, config, docs, metrics
+from kv_app import api, config, docs, memory, metrics
 from kv_app.loader import LoadError, tty_progress
 from kv_app.stores import STORES, Store, StoreUnavailable
 
@@ -55,6 +55,7 @@ def open_store(settings: Mapping[str, Any]) -> Store:
         raise config.ConfigError("no data file: pass DATA_FILE or set KV_DATA_PATH")
     # A directory is a snapshot (or a root of snapshot versions), whatever KV_STORE says.
     kind = STORES["snapshot" if os.path.isdir(path) else settings["STORE"]]
+    memory.check_room(kind.name, kind.per_pair, kind.per_byte, path)
     store = kind.from_file(path, strict=settings["ON_ERROR"] == "strict", progress=tty_progress())
     for warning in store.warnings():
         log.warning("%s", warning)

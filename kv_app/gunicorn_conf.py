@@ -7,6 +7,7 @@ with why. gunicorn reads every module-level name that is one of its settings, so
 have private names.
 """
 
+import collections
 import ctypes
 import ctypes.util
 import gc
@@ -16,6 +17,13 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
+
+# A SIGHUP while the data loads, before gunicorn installs its handlers, would kill the
+# server with an empty log (the default action). Until then it is remembered, and
+# honoured once the server is up (when_ready).
+_EARLY_HUP: list[float] = []
+signal.signal(signal.SIGHUP, lambda signum, frame: _EARLY_HUP.append(time.time()))
 
 # Metrics across workers: prometheus_client's multiprocess mode reads this variable when
 # it is first imported (below, through kv_app), so it is set first. KV_METRICS_DIR, or a
@@ -43,6 +51,7 @@ from kv_app import app as _app  # noqa: E402
 from kv_app import config as _config  # noqa: E402
 from kv_app import metrics as _metrics  # noqa: E402
 from kv_app.loader import LoadError as _LoadError  # noqa: E402
+from kv_app.stores import StoreUnavailable as _StoreUnavailable  # noqa: E402
 
 try:
     _kv = _config.resolve()
@@ -177,22 +186,105 @@ def on_starting(server):
         server.log.warning("%s", warning)
 
 
-def post_fork(server, worker):
-    """Honour a SIGTERM that arrives while a new worker is still starting, and publish
-    the data gauges from this worker (they count while it lives).
+def when_ready(server):
+    """The server is up: stop signals go before reloads, and a SIGHUP that arrived while
+    the data was loading is honoured now."""
+    original_wait = server.wait_for_signals
+    server.wait_for_signals = lambda timeout=1.0: _coalesce(original_wait(timeout))
+    original_kill = server.kill_worker
 
-    Until the worker installs its own handlers (after gevent's monkey-patching, a few
-    hundred ms) it runs the master's, which would swallow the signal: the worker would
-    then live until graceful_timeout ran out and be killed. Marking it not alive makes
-    it stop as soon as its loop starts.
+    def kill_worker(pid, sig):
+        _RETIRED.add(pid)  # its exit is expected: not counted as a crash
+        return original_kill(pid, sig)
+
+    server.kill_worker = kill_worker
+    if _EARLY_HUP:
+        server.log.info("SIGHUP arrived while the data was loading: reloading now")
+        _EARLY_HUP.clear()
+        server.signal(signal.SIGHUP, None)
+
+
+def _coalesce(signals: list[int]) -> list[int]:
+    """The signals the master handles, of those queued since it last looked: a stop
+    signal alone (gunicorn 27 would first run every queued reload: 20 SIGHUPs then a
+    SIGTERM took 67 s to stop), and one SIGHUP for a burst of them."""
+    stops = [sig for sig in signals if sig in _STOP_SIGNALS]
+    if stops:
+        return stops[:1]
+    handled: list[int] = []
+    for sig in signals:
+        if sig != signal.SIGHUP or sig not in handled:
+            handled.append(sig)
+    return handled
+
+
+# Workers that died without being asked to (a crash, SIGBUS, the OOM killer): the times
+# of the recent ones, in the master; a new worker waits longer the more there are.
+_CRASHES: collections.deque[float] = collections.deque(maxlen=32)
+_RETIRED: set[int] = set()  # workers the master itself signalled (reload, stop, timeout)
+_CRASH_WINDOW = 60.0
+
+
+def _backoff() -> float:
+    """Seconds a new worker waits before serving: none after one crash in a minute, then
+    0.5, 1, 2 ... up to 10 (and never half the worker timeout)."""
+    now = time.monotonic()
+    crashes = sum(1 for t in _CRASHES if now - t < _CRASH_WINDOW)
+    if crashes < 2:
+        return 0.0
+    return min(0.5 * 2 ** (crashes - 2), 10.0, _kv["TIMEOUT"] / 2)
+
+
+def post_fork(server, worker):
+    """A new worker: it honours SIGTERM at once, is the OOM killer's first choice, waits
+    after repeated crashes, opens its store and publishes the data gauges.
+
+    - Until the worker installs its own handlers (after gevent's monkey-patching, a few
+      hundred ms) it runs the master's, which would swallow SIGTERM: the worker would
+      then live until graceful_timeout ran out and be killed. Marking it not alive makes
+      it stop as soon as its loop starts.
+    - oom_score_adj 1000: under a memory limit the kernel kills a worker (the master
+      replaces it) rather than the master (which would take every worker with it).
+    - A worker that keeps dying (a snapshot truncated under it: SIGBUS) is replaced
+      after a growing wait, not in a tight loop.
+    - The store opens now, not on the first lookup: a snapshot's data file is checked
+      against what the master opened; if it changed, this worker answers 503 (and says
+      why, once), never the changed bytes.
     """
     signal.signal(signal.SIGTERM, lambda signum, frame: setattr(worker, "alive", False))
-    _metrics.set_data(server.app.callable.extensions[_api.STORE])
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")
+    except OSError:
+        pass
+    wait = _backoff()
+    if wait:
+        server.log.warning(
+            "worker %s waits %.1f s before serving: %d workers died in the last %d s",
+            worker.pid,
+            wait,
+            sum(1 for t in _CRASHES if time.monotonic() - t < _CRASH_WINDOW),
+            _CRASH_WINDOW,
+        )
+        deadline = time.monotonic() + wait
+        while worker.alive and time.monotonic() < deadline:
+            time.sleep(0.05)
+    store = server.app.callable.extensions[_api.STORE]
+    try:
+        getattr(store, "open", lambda: None)()
+    except _StoreUnavailable as e:
+        server.log.error("worker %s not serving: %s", worker.pid, e)
+    _metrics.set_data(store)
 
 
 def child_exit(server, worker):
-    """A worker is gone: its live gauges stop counting (its counters stay summed)."""
+    """A worker is gone: its live gauges stop counting (its counters stay summed); an
+    exit the master did not ask for counts towards the next workers' backoff."""
     _multiprocess.mark_process_dead(worker.pid)
+    if worker.pid in _RETIRED:
+        _RETIRED.discard(worker.pid)
+    elif server.WORKERS is not None:
+        _CRASHES.append(time.monotonic())
 
 
 def on_exit(server):
@@ -245,10 +337,13 @@ def on_reload(server):
     renaming it over KV_DATA_PATH, then `kill -HUP <master>`.
     """
     app = server.app.callable
+    served = app.extensions[_api.STORE]
     previous = {sig: signal.signal(sig, _interrupt) for sig in _STOP_SIGNALS}
     store = None
     try:
-        store = _app.open_store(_config.resolve())
+        opened = _app.open_store(_config.resolve())
+        _refuse_changed(served, opened)
+        store = opened
     except _Interrupted as e:
         server.log.warning("reload abandoned: %s arrived", signal.Signals(e.signum).name)
         server.signal(e.signum, None)  # gunicorn handles it once this hook returns
@@ -262,6 +357,10 @@ def on_reload(server):
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    changed = getattr(served, "changed", lambda: None)()
+    if changed and store is None:
+        # New workers will answer 503 (post_fork checks the file again): say it here.
+        server.log.error("the data served is no longer servable: %s", changed)
     if store is not None:
         _app.set_store(app, store)
         version, pairs = store.version, len(store)
@@ -269,6 +368,19 @@ def on_reload(server):
         _release_memory()
         server.log.info("reload done: serving version %s, %s pairs", version, f"{pairs:,}")
         _metrics.RELOADS.labels("succeeded").inc()
+
+
+def _refuse_changed(served, opened) -> None:
+    """A reload that finds the snapshot it serves with other files (copied over in place)
+    is refused: the same version must never answer with other data."""
+    same = getattr(served, "directory", None) is not None and getattr(
+        opened, "directory", None
+    ) == getattr(served, "directory", None)
+    if same and opened.identity != served.identity:
+        opened.close()
+        raise _LoadError(
+            served.changed() or f"{served.directory}: its data file changed since it was opened"
+        )
 
 
 def _release_memory() -> None:

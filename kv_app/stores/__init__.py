@@ -71,6 +71,10 @@ class StoreKind:
     help: str
     target: str  # "module:Class", imported on first use (numpy is not light)
     loads_text: bool = True  # False: serves a directory built beforehand (a snapshot)
+    # Peak memory of a load: bytes a pair plus bytes a byte of the text file, measured
+    # (scripts/bench_memory.py) with short (10 B) and long (300 B) values, rounded up.
+    per_pair: int = 0
+    per_byte: float = 0.0
 
     def cls(self):
         module, _, name = self.target.partition(":")
@@ -88,11 +92,15 @@ STORES: dict[str, StoreKind] = {
             "dict",
             "one Python dict; fastest load per lookup, grows per worker under traffic",
             "kv_app.stores.dict:DictStore",
+            per_pair=260,
+            per_byte=1.25,
         ),
         StoreKind(
             "compact",
             "numpy arrays over the file's bytes; memory flat under traffic",
             "kv_app.stores.compact:CompactStore",
+            per_pair=130,
+            per_byte=1.05,
         ),
         StoreKind(
             "snapshot",
