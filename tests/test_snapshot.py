@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 import requests
 from click.testing import CliRunner
 from test_faults import children, finish, streams
-from test_loader import BAD_LINES, K1, K3, write
+from test_loader import BAD_LINES, K1, K3, LIMIT, OVER, huge_line_file, write
 
 from conftest import _load_script, make_data, wait_for, write_tricky
 from kv_app import cli, loader
@@ -386,3 +387,45 @@ def test_a_shard_refuses_the_ids_of_other_shards(tmp_path, data_file, data):
 def test_shards_count_must_split_the_digits(tmp_path, data_file):
     with pytest.raises(SnapshotError, match="--shards 3: expected one of 1, 2, 4, 8, 16"):
         build(data_file, tmp_path / "split", shards=3)
+
+
+@pytest.mark.parametrize("chunk", [64, 4096, 64 * 1024 * 1024])
+def test_a_value_over_the_limit_fails_the_build_as_it_fails_the_load(tmp_path, monkeypatch, chunk):
+    """Whether the line is longer than a chunk or within one, the same message; lenient:
+    left out as the lenient load leaves it out."""
+    monkeypatch.setattr(building, "CHUNK_BYTES", chunk)
+    path = huge_line_file(tmp_path)
+    with pytest.raises(LoadError) as e:
+        build(path, tmp_path / "snap", max_value_bytes=LIMIT)
+    assert str(e.value) == f"{path}:2: {OVER}"
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # nothing left
+    manifest = build(path, tmp_path / "snap", strict=False, max_value_bytes=LIMIT)
+    assert manifest["problems"] == [loader.Problem(2, OVER)] and manifest["skipped_lines"] == 1
+    assert dict(open_snapshot(tmp_path / "snap")) == {K1: "v1", K3: "v3"}
+
+
+@pytest.mark.parametrize("chunk", [64, 64 * 1024 * 1024])
+def test_values_of_exactly_the_limit_are_built_byte_for_byte(tmp_path, monkeypatch, chunk):
+    monkeypatch.setattr(building, "CHUNK_BYTES", chunk)
+    values = {K1: "é" * (LIMIT // 2), K3: "𝄞" * (LIMIT // 4)}
+    path = write(tmp_path, loader.BOM + "\n".join(f"{k} {v}" for k, v in values.items()).encode())
+    build(path, tmp_path / "snap", max_value_bytes=LIMIT)
+    assert dict(open_snapshot(tmp_path / "snap")) == values
+    with pytest.raises(
+        LoadError, match=r":1: value of 1,000 bytes, over KV_MAX_VALUE_BYTES \(999\)"
+    ):
+        build(path, tmp_path / "snap2", max_value_bytes=LIMIT - 1)
+
+
+def test_build_and_publish_take_the_limit_from_the_environment(tmp_path, monkeypatch):
+    """publish passes no limit to its build: KV_MAX_VALUE_BYTES, else 4 MiB."""
+    path = huge_line_file(tmp_path)
+    monkeypatch.delenv("KV_MAX_VALUE_BYTES", raising=False)
+    build(path, tmp_path / "snap")  # 3,000,000 bytes: under the default
+    monkeypatch.setenv("KV_MAX_VALUE_BYTES", str(LIMIT))
+    with pytest.raises(LoadError, match=f"^{re.escape(f'{path}:2: {OVER}')}$"):
+        build(path, tmp_path / "snap2")
+    root = tmp_path / "root"
+    with pytest.raises(LoadError, match=f"^{re.escape(f'{path}:2: {OVER}')}$"):
+        publish(path, root)
+    assert versions.current_version(root) is None and versions.versions(root) == []
