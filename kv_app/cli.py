@@ -78,6 +78,7 @@ def cli() -> None:
 @_option("ON_ERROR")
 @_option("STORE")
 @_option("MAX_BATCH")
+@_option("MAX_VALUE_BYTES")
 @_option("ACCESS_LOG")
 @_option("METRICS")
 @_option("METRICS_DIR")
@@ -108,7 +109,8 @@ def serve(data_file: str, **settings) -> None:
     metavar="DATA_FILE",
     help="Snapshot: check that DATA_FILE is what it was built from (sha256; implies --deep).",
 )
-def check(path: str, deep: bool, source: str | None) -> None:
+@_option("MAX_VALUE_BYTES")
+def check(path: str, deep: bool, source: str | None, max_value_bytes: int | None) -> None:
     """Check PATH without serving it: a data file (every bad line as path:line: reason),
     or a snapshot (manifest, format version, size, entries; --deep: every byte)."""
     if os.path.isdir(path):
@@ -122,7 +124,9 @@ def check(path: str, deep: bool, source: str | None) -> None:
         click.echo(f"{store.directory}: OK, snapshot of {len(store):,} pairs ({checked})")
         return
     with _refused():
-        pairs, problems = check_file(path)
+        pairs, problems = check_file(
+            path, max_value_bytes=max_value_bytes or config.DEFAULTS["MAX_VALUE_BYTES"]
+        )
     for problem in problems:
         click.echo(problem.format(path))
     if problems:
@@ -152,7 +156,14 @@ def _built(manifest: dict, data_file: str) -> None:
     default="1",
     help="Split by the id's first hex digit into SNAPSHOT_DIR/shard-0 ... (one per node).",
 )
-def build(data_file: str, snapshot_dir: str, on_error: str | None, shards: str) -> None:
+@_option("MAX_VALUE_BYTES")
+def build(
+    data_file: str,
+    snapshot_dir: str,
+    on_error: str | None,
+    shards: str,
+    max_value_bytes: int | None,
+) -> None:
     """Build a snapshot of DATA_FILE at SNAPSHOT_DIR (which must not exist), then serve it
     with `kv-app serve SNAPSHOT_DIR`. Lines are checked as serving the file checks them."""
     from kv_app.stores.build import build as build_snapshot
@@ -164,6 +175,7 @@ def build(data_file: str, snapshot_dir: str, on_error: str | None, shards: str) 
             strict=_strict(on_error),
             progress=tty_progress(),
             shards=int(shards),
+            max_value_bytes=max_value_bytes,
         )
     _built(manifest, data_file)
     click.echo(f"built {snapshot_dir}")

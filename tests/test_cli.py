@@ -6,6 +6,7 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from test_loader import K1, K3, LIMIT, OVER, huge_line_file
 
 from kv_app import cli
 
@@ -132,3 +133,55 @@ def test_get_several_keys_uses_batches(run, server, data):
     assert r.stderr == f"not found: {missing}\n"
     r = run("get", keys[0], "bad-key", "--url", server.url)
     assert r.exit_code == 1 and "1 malformed ids: each must be a UUID string: 'bad-key'" in r.stderr
+
+
+def test_check_and_build_take_the_value_limit_as_flag_or_variable(run, tmp_path, monkeypatch):
+    path = huge_line_file(tmp_path)  # a value of 3,000,000 bytes on line 2
+    monkeypatch.delenv("KV_MAX_VALUE_BYTES", raising=False)
+    r = run("check", path)  # under the default (4 MiB)
+    assert r.exit_code == 0 and r.output == f"{path}: OK, 3 pairs\n"
+    r = run("check", path, "--max-value-bytes", LIMIT)
+    assert r.exit_code == 1 and r.stdout == f"{path}:2: {OVER}\n"
+    assert r.stderr == f"Error: {path}: 1 bad lines, 2 good pairs\n"
+    r = run("build", path, tmp_path / "snap", "--max-value-bytes", LIMIT)
+    assert r.exit_code == 1 and r.stderr == f"Error: {path}:2: {OVER}\n"
+    assert not (tmp_path / "snap").exists()
+    r = run("build", path, tmp_path / "snap", "--max-value-bytes", LIMIT, "--on-error", "lenient")
+    assert r.exit_code == 0 and f"skipped {path}:2: {OVER}\n" in r.stderr
+    assert r.stdout.startswith("2 pairs from")
+    monkeypatch.setenv("KV_MAX_VALUE_BYTES", str(LIMIT))
+    r = run("check", path)
+    assert r.exit_code == 1 and r.stdout == f"{path}:2: {OVER}\n"
+    r = run("publish", path, tmp_path / "root")  # publish has no flag: the variable
+    assert r.exit_code == 1 and r.stderr == f"Error: {path}:2: {OVER}\n"
+    r = run("check", path, "--max-value-bytes", 0)
+    assert r.exit_code == 2 and "0 is not in the range 1<=x<=1073741824" in r.stderr
+
+
+def test_serve_passes_the_value_limit_on(run, data_file, monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli.os, "execve", lambda path, argv, env: calls.append(env))
+    r = run("serve", data_file, "--max-value-bytes", 1000)
+    assert r.exit_code == 0, r.output
+    assert calls[0]["KV_MAX_VALUE_BYTES"] == "1000"
+
+
+@pytest.mark.parametrize(
+    "store, flags, env, limit",
+    [
+        ("dict", ("--max-value-bytes", str(LIMIT)), {}, LIMIT),
+        ("compact", (), {"KV_MAX_VALUE_BYTES": str(LIMIT)}, LIMIT),
+        ("dict", (), {}, 4 * 1024 * 1024),  # the default, for a value one byte longer
+    ],
+)
+def test_a_server_refuses_to_start_on_a_value_over_the_limit(
+    start_server, tmp_path, store, flags, env, limit
+):
+    path = tmp_path / "big.data"
+    path.write_bytes(f"{K1} v1\n{K3} {'v' * (limit + 1)}\n".encode())
+    server = start_server(path, "--store", store, *flags, env=env, wait=False)
+    assert server.proc.wait(timeout=60) == 1
+    log = server.log()
+    over = f"value of {limit + 1:,} bytes, over KV_MAX_VALUE_BYTES ({limit:,})"
+    assert [line for line in log.splitlines() if "kv-app" in line] == [f"kv-app: {path}:2: {over}"]
+    assert "Traceback" not in log and "Booting worker" not in log
