@@ -4,11 +4,13 @@
 # and as the executable description of the topology.
 #
 #   bash scripts/cluster.sh up DATA [--replicas N] [--port P]   # front on P (8123), replicas on P+1..P+N
-#   bash scripts/cluster.sh status [--port P]                   # one line a replica: port pid data-version
+#   bash scripts/cluster.sh status [--port P]                   # the front (port pid front, or why it is
+#                                                               # down), then a line a replica: port pid data-version
 #   bash scripts/cluster.sh reload [--port P]                   # rolling: SIGHUP each replica in turn
 #   bash scripts/cluster.sh switch DATA [--port P]              # all at once (blue/green): new replicas
 #                                                               # for DATA, then the front switches
-#   bash scripts/cluster.sh down [--port P]                     # stop everything it started
+#                                                               # (or nothing changes: rolled back)
+#   bash scripts/cluster.sh down [--port P]                     # stop everything it started, and free P
 #
 # DATA is a text file or a snapshot (or a root of versions), or a split snapshot (a
 # directory of shard-0 ... from `kv-app build --shards S`): then --replicas is per shard,
@@ -35,11 +37,61 @@ answers() {  # answers URL: true once it answers /readyz with 200
   python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/readyz", timeout=1)' "$1" 2>/dev/null
 }
 
-wait_for() {  # wait_for URL SECONDS
+wait_for() {  # wait_for URL SECONDS [PID]: until URL answers; fails early if PID exits
   local deadline=$((SECONDS + $2))
   until answers "$1"; do
+    if [ -n "${3:-}" ] && ! alive "$3"; then
+      echo "cluster.sh: $1 exited before it answered" >&2; return 1
+    fi
     if [ $SECONDS -ge $deadline ]; then echo "cluster.sh: $1 did not answer in $2 s" >&2; return 1; fi
     sleep 0.1
+  done
+}
+
+alive() {  # alive PID: the process runs (a zombie does not: a killed daemon's may linger)
+  [ -n "$1" ] && [ -r "/proc/$1/status" ] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null
+}
+
+front_pid() {  # the front's master pid, if nginx.pid names a running nginx
+  local pid
+  [ -e "$state/nginx.pid" ] || return 1
+  pid=$(cat "$state/nginx.pid")
+  alive "$pid" && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = nginx ] && echo "$pid"
+}
+
+port_holders() {  # the nginx processes listening on the front's port: a live front's
+  # master and workers, or the workers a dead master left (they keep the port)
+  python3 - "$port" <<'PY'
+import os, sys
+port = int(sys.argv[1])
+inodes = set()
+for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    try:
+        rows = open(table).read().splitlines()[1:]
+    except OSError:
+        continue
+    for row in rows:
+        f = row.split()
+        if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+            inodes.add(f"socket:[{f[9]}]")
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        if open(f"/proc/{pid}/comm").read().strip() != "nginx":
+            continue
+        if any(os.readlink(f"/proc/{pid}/fd/{fd}") in inodes for fd in os.listdir(f"/proc/{pid}/fd")):
+            print(pid)
+    except OSError:
+        pass
+PY
+}
+
+stop_pids() {  # stop_pids PID...: SIGTERM, wait up to 5 s, then SIGKILL what is left
+  local pid
+  [ $# -gt 0 ] || return 0
+  kill -TERM "$@" 2>/dev/null || true
+  for pid in "$@"; do
+    for _ in $(seq 50); do alive "$pid" || break; sleep 0.1; done
+    ! alive "$pid" || kill -KILL "$pid" 2>/dev/null || true
   done
 }
 
@@ -49,17 +101,20 @@ ports_of() {  # ports_of COLOR: the replicas' ports of one set (0: P+1..P+N, 1: 
 }
 
 start_set() {  # start_set COLOR DATA: start that set's replicas and wait until each answers
-  local p i=0 per served
+  local p i=0 per served pids=()
   per=$(($(cat "$state/replicas") / $(cat "$state/shards")))
   for p in $(ports_of "$1"); do
     served=$2
     [ "$(cat "$state/shards")" -eq 1 ] || served=$2/shard-$((i / per))  # R replicas a shard
     "$kv_app" serve "$served" --host 127.0.0.1 --port "$p" --pid-file "$state/replica-$p.pid" \
       >"$state/replica-$p.log" 2>&1 &
+    pids+=($!)
     i=$((i + 1))
   done
-  for p in $(ports_of "$1"); do
-    wait_for "http://127.0.0.1:$p" 120 || return 1
+  i=0
+  for p in $(ports_of "$1"); do  # a replica that exits (bad data) fails it at once
+    wait_for "http://127.0.0.1:$p" 120 "${pids[$i]}" || { tail -n 1 "$state/replica-$p.log" >&2; return 1; }
+    i=$((i + 1))
   done
 }
 
@@ -71,7 +126,7 @@ stop_replicas() {  # stop_replicas PIDFILE...: SIGTERM (graceful) each, wait, fo
     kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
   done
   for pid in "${pids[@]}"; do
-    for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 150); do alive "$pid" || break; sleep 0.1; done
   done
   rm -f "$@"
 }
@@ -117,7 +172,13 @@ render_front() {  # render_front COLOR: nginx.conf sending to that set
 up() {
   [ -n "$data" ] || { echo "usage: cluster.sh up DATA [--replicas N] [--port P]" >&2; exit 2; }
   command -v nginx >/dev/null || { echo "cluster.sh: nginx is not installed (apt-get install nginx)" >&2; exit 1; }
-  [ ! -e "$state/nginx.pid" ] || { echo "cluster.sh: a cluster on port $port is up ($state)" >&2; exit 1; }
+  ! front_pid >/dev/null || { echo "cluster.sh: a cluster on port $port is up ($state)" >&2; exit 1; }
+  if [ -e "$state/nginx.pid" ] || compgen -G "$state/replica-*.pid" >/dev/null; then
+    # The front's master is gone (killed, crashed): what is left of that cluster (its
+    # replicas, nginx workers still holding the port) is stopped and it starts afresh.
+    echo "cluster.sh: the front on port $port was down: stopping what was left of it first" >&2
+    down >/dev/null
+  fi
   mkdir -p "$state"
   data=$(realpath "$data")
   echo "$data" >"$state/data"
@@ -162,23 +223,61 @@ reload() {  # rolling: one replica at a time, each waiting for its own reload to
   status
 }
 
+serves_set() {  # serves_set COLOR SECONDS: true once the front answers from that set
+  python3 - "http://127.0.0.1:$port/readyz" "$2" $(ports_of "$1") <<'PY'
+import sys, time, urllib.request
+url, wait, ports = sys.argv[1], float(sys.argv[2]), set(sys.argv[3:])
+deadline = time.monotonic() + wait
+while True:
+    try:  # X-KV-Replica: the replicas tried, the one that answered last
+        with urllib.request.urlopen(url, timeout=1) as r:
+            if r.headers.get("X-KV-Replica", "").split(", ")[-1].rsplit(":", 1)[-1] in ports:
+                sys.exit(0)
+    except OSError:
+        pass
+    if time.monotonic() > deadline:
+        sys.exit(1)
+    time.sleep(0.1)
+PY
+}
+
 switch() {  # blue/green: the other set serves DATA, then the front moves to it at once
   [ -n "$data" ] || { echo "usage: cluster.sh switch DATA [--port P]" >&2; exit 2; }
   local old new
   [ "$(cat "$state/shards")" -eq 1 ] || { echo "cluster.sh: switch: not for a split snapshot yet (use reload)" >&2; exit 1; }
+  # The front first: with its master gone nothing can move it (run down, then up).
+  front_pid >/dev/null || {
+    echo "cluster.sh: switch: the front on port $port is down (its master is gone); nothing was changed: run down, then up" >&2
+    exit 1
+  }
   old=$(cat "$state/color")
   new=$((1 - old))
-  start_set "$new" "$(realpath "$data")" || { stop_set "$new"; echo "cluster.sh: the new set did not start" >&2; exit 1; }
+  start_set "$new" "$(realpath "$data")" || { stop_set "$new"; echo "cluster.sh: switch: the new set did not start; nothing was changed" >&2; exit 1; }
   render_front "$new"
   # A graceful reload: new nginx workers send to the new set; the old ones finish what
-  # they have in flight, on the old set, then exit.
-  nginx -p "$state/" -c "$state/nginx.conf" -s reload 2>>"$state/nginx.log"
+  # they have in flight, on the old set, then exit. Done once the front answers from the
+  # new set (KV_CLUSTER_RELOAD_WAIT, 10 s); otherwise back to the old set.
+  if ! nginx -p "$state/" -c "$state/nginx.conf" -s reload 2>>"$state/nginx.log" ||
+    ! serves_set "$new" "${KV_CLUSTER_RELOAD_WAIT:-10}"; then
+    render_front "$old"
+    nginx -p "$state/" -c "$state/nginx.conf" -s reload 2>>"$state/nginx.log" || true
+    stop_set "$new"
+    echo "cluster.sh: switch: the front did not move to the new set; rolled back: the old set serves ($(tail -n 1 "$state/nginx.log"))" >&2
+    exit 1
+  fi
   sleep 1  # nginx has no "reload finished" signal; its old workers drain their requests
   stop_set "$old"
   status
 }
 
 status() {
+  local pid holders
+  if pid=$(front_pid); then
+    echo "$port $pid front"
+  else
+    holders=$(port_holders | tr '\n' ' ')
+    echo "$port - front down${holders:+: its master is gone, nginx ${holders% } still hold the port (down frees it)}"
+  fi
   for pidfile in "$state"/replica-*.pid; do
     [ -e "$pidfile" ] || continue
     p=${pidfile##*/replica-}; p=${p%.pid}
@@ -189,12 +288,18 @@ except Exception: print("down")' "http://127.0.0.1:$p/readyz")
   done
 }
 
-down() {
-  if [ -e "$state/nginx.pid" ]; then
-    nginx -p "$state/" -c "$state/nginx.conf" -s quit 2>/dev/null || kill "$(cat "$state/nginx.pid")" 2>/dev/null || true
+down() {  # the front (gracefully), whatever nginx still holds its port, then the replicas
+  local pid
+  if pid=$(front_pid); then
+    kill -QUIT "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do alive "$pid" || break; sleep 0.1; done
   fi
+  # A master that died (or did not quit in 10 s) leaves workers that keep the port and
+  # answer 502 once the replicas are gone.
+  # shellcheck disable=SC2046
+  stop_pids $(port_holders)
   stop_replicas "$state"/replica-*.pid
-  for _ in $(seq 50); do [ -e "$state/nginx.pid" ] || break; sleep 0.1; done
+  rm -f "$state/nginx.pid"
   echo "stopped the cluster on port $port"
 }
 

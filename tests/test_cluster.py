@@ -86,10 +86,11 @@ def test_the_same_id_goes_to_the_same_replica(front, data):
     assert len(set(first.values())) == REPLICAS  # the ids are spread over every replica
 
 
-def test_status_names_every_replica_and_its_version(front, data_file):
-    url, port, _, env = front
-    lines = cluster("status", "--port", str(port), env=env).stdout.splitlines()
+def test_status_names_the_front_and_every_replica_and_its_version(front, data_file):
+    url, port, state, env = front
+    front, *lines = cluster("status", "--port", str(port), env=env).stdout.splitlines()
     version = requests.get(f"{url}/readyz", timeout=5).json()["version"]
+    assert front == f"{port} {(state / 'nginx.pid').read_text().strip()} front"
     assert [line.split()[0] for line in lines] == [str(port + i) for i in range(1, REPLICAS + 1)]
     assert all(line.split()[2] == version for line in lines)
 
@@ -144,6 +145,16 @@ def test_a_batch_is_retried_on_another_replica(front, data, tmp_path):
     with KVClient(url) as kv:
         for _ in range(20):
             assert kv.get_many(keys) == {k: data[k] for k in keys}
+
+
+@contextmanager
+def stopped_process(pid: int):
+    """One process SIGSTOPped, always continued afterwards."""
+    try:
+        os.kill(pid, signal.SIGSTOP)
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 @contextmanager
@@ -210,13 +221,15 @@ def small_cluster(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("KV_")}
     env.update(KV_CLUSTER_DIR=str(tmp_path / "state"), KV_APP=KV_APP)
 
-    def run(*args):
-        return cluster(*args, "--port", str(port), env=env)
+    def run(*args, check=True, **more_env):
+        return cluster(*args, "--port", str(port), env={**env, **more_env}, check=check)
 
     data = _tagged(tmp_path / "current.data", "old")
-    run("up", str(data), "--replicas", "2")
-    yield f"http://127.0.0.1:{port}", run, data
-    cluster("down", "--port", str(port), env=env, check=False)
+    try:
+        run("up", str(data), "--replicas", "2")
+        yield f"http://127.0.0.1:{port}", run, data, port, tmp_path / "state"
+    finally:
+        cluster("down", "--port", str(port), env=env, check=False)
 
 
 def _in_order(per_client) -> None:
@@ -232,7 +245,7 @@ def test_all_at_once_switch_loses_nothing_and_never_goes_back(small_cluster, tmp
     The reload closes idle keep-alive connections; a client that reuses one at that
     instant gets a reset before any answer, and retries the GET once (as urllib3 does
     when asked, and KVClient will): that is the only retry, and no request fails."""
-    url, run, _ = small_cluster
+    url, run, *_ = small_cluster
     keys = [k for k, _ in make_data.pairs(300, seed=11)]
     clients = streams(url, keys, retries=1)
     out = run("switch", str(_tagged(tmp_path / "next.data", "new"))).stdout
@@ -242,19 +255,19 @@ def test_all_at_once_switch_loses_nothing_and_never_goes_back(small_cluster, tmp
     assert [r for r in results if r[2] != 200] == []
     _in_order(per_client)
     new_version = requests.get(f"{url}/readyz", timeout=5).json()["version"]
-    assert len(out.splitlines()) == 2 and all(
-        line.endswith(new_version) for line in out.splitlines()
-    )
+    front, *replicas = out.splitlines()
+    assert front.endswith(" front")
+    assert len(replicas) == 2 and all(line.endswith(new_version) for line in replicas)
 
 
 def test_rolling_reload_brings_every_replica_to_the_new_version(small_cluster, tmp_path):
     """Rolling: each replica reloads in turn (each one swaps with no failed request);
     `cluster.sh reload` returns once every replica reports the new version."""
-    url, run, data = small_cluster
+    url, run, data, *_ = small_cluster
     keys = [k for k, _ in make_data.pairs(300, seed=11)]
     clients = streams(url, keys)
     os.replace(_tagged(tmp_path / "next.data", "new"), data)
-    lines = run("reload").stdout.splitlines()
+    lines = run("reload").stdout.splitlines()[1:]  # the front, then the replicas
     results = finish(clients)
     assert [r for r in results if r[2] != 200] == []
     version = lines[0].split()[2]
@@ -295,3 +308,69 @@ def test_two_shards_two_replicas_exact_and_nothing_lost(tmp_path, data_file, dat
         assert [r for r in results if r[2] != 200 or r[3] != data[r[1]]] == []
     finally:
         cluster("down", "--port", str(port), env=env, check=False)
+
+
+def _refused(port: int) -> bool:
+    """Is nothing listening on 127.0.0.1:port?"""
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return "State:\tZ" not in status.read()
+    except OSError:
+        return False
+
+
+def test_after_the_front_master_dies_status_switch_down_and_up_cope(small_cluster, tmp_path):
+    """Issue 14, item 12: with nginx's master killed (its worker lives on, holding the
+    port), `switch` failed half-way leaving both sets running, `down` left the orphan
+    worker answering 502, `up` refused. Now `status` shows the front, `switch` checks it
+    first and changes nothing, `down` frees the port, `up` starts afresh."""
+    url, run, data, port, state = small_cluster
+    keys = [k for k, _ in make_data.pairs(300, seed=11)]
+    master = int((state / "nginx.pid").read_text())
+    workers = bench.children(master)
+    assert workers
+    old_set = sorted(state.glob("replica-*.pid"))
+    os.kill(master, signal.SIGKILL)
+    wait_for(lambda: not _alive(master))
+    front = run("status").stdout.splitlines()[0]
+    assert front.startswith(f"{port} - front down") and str(workers[0]) in front, front
+    switch = run("switch", str(_tagged(tmp_path / "next.data", "new")), check=False)
+    assert switch.returncode == 1 and "the front" in switch.stderr and "down" in switch.stderr
+    assert sorted(state.glob("replica-*.pid")) == old_set  # the old set, only
+    assert all(_refused(p) for p in range(port + 3, port + 5))  # no new set started
+    run("down")
+    assert _refused(port) and not any(_alive(w) for w in workers)
+    assert all(_refused(p) for p in range(port + 1, port + 5))
+    up = run("up", str(data), "--replicas", "2")
+    assert f"front http://127.0.0.1:{port}" in up.stdout
+    assert requests.get(f"{url}/items/{keys[0]}", timeout=5).json()["value"].startswith("old:")
+
+
+def test_a_switch_the_front_does_not_take_is_rolled_back(small_cluster, tmp_path):
+    """A front that does not move to the new set (its master hung here: SIGSTOPped, the
+    reload signal waits) used to be taken as switched: the old set was stopped under it.
+    Now `switch` checks that the front answers from the new set, and otherwise puts the
+    old configuration back, stops the new set and fails; the old set keeps serving."""
+    url, run, data, port, state = small_cluster
+    keys = [k for k, _ in make_data.pairs(300, seed=11)]
+    master = int((state / "nginx.pid").read_text())
+    old_set = sorted(state.glob("replica-*.pid"))
+    with stopped_process(master):
+        switch = run(
+            "switch",
+            str(_tagged(tmp_path / "next.data", "new")),
+            check=False,
+            KV_CLUSTER_RELOAD_WAIT="3",  # how long it waits for the front (10 s by default)
+        )
+    assert switch.returncode == 1 and "rolled back" in switch.stderr, switch.stderr
+    assert sorted(state.glob("replica-*.pid")) == old_set
+    assert all(_refused(p) for p in range(port + 3, port + 5))  # the new set is stopped
+    values = [requests.get(f"{url}/items/{k}", timeout=5) for k in keys[:20]]
+    assert [v.status_code for v in values] == [200] * 20
+    assert all(v.json()["value"].startswith("old:") for v in values)
+    assert run("status").stdout.splitlines()[0] == f"{port} {master} front"
