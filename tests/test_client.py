@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 import requests
 
-from kv_app.client import KVClient, KVError, KVUnavailable
+from kv_app.client import KVClient, KVError, KVPartial, KVUnavailable
 
 MISSING = "00000000-0000-4000-8000-000000000000"
 
@@ -183,3 +183,31 @@ def test_unavailable_is_not_not_found():
     with KVClient("http://127.0.0.1:9", retries=1, backoff=0.01) as kv:
         with pytest.raises(KVUnavailable, match="cannot reach"):
             kv.get(MISSING)
+
+
+class LosesOneBatch(requests.Session):
+    """A session whose second batch POST never reaches the server (a shard or a proxy
+    down for it alone)."""
+
+    def __init__(self):
+        super().__init__()
+        self.posts = 0
+
+    def request(self, method, url, **kwargs):
+        if method == "POST":
+            self.posts += 1
+            if self.posts == 2:
+                raise requests.ConnectionError("refused")
+        return super().request(method, url, **kwargs)
+
+
+def test_get_many_keeps_what_answered_and_names_what_did_not(server, data):
+    """One batch unavailable: the others' values are kept, that batch's ids named
+    (KVPartial, a KVUnavailable), lower-case and in the order asked."""
+    keys = list(data)[:90]
+    with KVClient(server.url, session=LosesOneBatch(), batch_size=30) as kv:
+        with pytest.raises(KVPartial, match="30 of 90 ids could not be looked up") as caught:
+            kv.get_many([k.upper() for k in keys])
+    assert caught.value.unavailable == keys[30:60]
+    assert caught.value.items == {k: data[k] for k in keys[:30] + keys[60:]}
+    assert isinstance(caught.value, KVUnavailable)
