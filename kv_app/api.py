@@ -9,17 +9,19 @@ import orjson
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import (
     BadRequest,
+    ClientDisconnected,
     MisdirectedRequest,
     NotAcceptable,
     NotFound,
     RequestEntityTooLarge,
+    RequestTimeout,
     ServiceUnavailable,
 )
 from werkzeug.http import http_date
 from werkzeug.routing import BaseConverter
 
 from kv_app import metrics
-from kv_app.keys import canonical_key, canonical_keys, malformed
+from kv_app.keys import canonical_key, canonical_keys, malformed, shortened
 
 bp = Blueprint("api", __name__)
 
@@ -181,12 +183,29 @@ class Misdirected(MisdirectedRequest):
         self.extra = {"ids": ids, "shard": shard}
 
 
+class BodyTimeout(RequestTimeout):
+    """408: the body did not arrive in time; the connection is closed after the answer."""
+
+    def get_headers(self, *args, **kwargs):
+        return [*super().get_headers(*args, **kwargs), ("Connection", "close")]
+
+
 class InvalidIds(BadRequest):
     """400 that names the malformed ids (an `ids` field in the error body)."""
 
     def __init__(self, ids: list):
         super().__init__(f"{len(ids)} malformed ids: each must be a UUID string")
-        self.extra = {"ids": ids}
+        self.extra = {"ids": [_shown(i) for i in ids]}
+
+
+def _shown(value: object) -> object:
+    """A malformed id as the error names it: a string cut short, a number or null as it
+    is, an array or object by its kind (it may be nested hundreds deep)."""
+    if isinstance(value, list):
+        return "(an array)"
+    if isinstance(value, dict):
+        return "(an object)"
+    return shortened(value)
 
 
 def batch_ids(body: bytes, limit: int) -> list[str]:
@@ -232,6 +251,7 @@ def get_items() -> Response:
             schema: {$ref: '#/components/schemas/BatchResponse'}
       400: {$ref: '#/components/responses/BadRequest'}
       406: {$ref: '#/components/responses/NotAcceptable'}
+      408: {$ref: '#/components/responses/Timeout'}
       413: {$ref: '#/components/responses/TooLarge'}
       421: {$ref: '#/components/responses/Misdirected'}
       503: {$ref: '#/components/responses/Unavailable'}
@@ -241,6 +261,10 @@ def get_items() -> Response:
     except RequestEntityTooLarge:
         limit = current_app.config["MAX_CONTENT_LENGTH"]
         raise RequestEntityTooLarge(f"body over {limit:,} bytes") from None
+    except ClientDisconnected as e:  # werkzeug's word for any error reading the body
+        if isinstance(e.__context__, TimeoutError):  # the server's body deadline
+            raise BodyTimeout(str(e.__context__)) from None
+        raise
     wants_text(text_allowed=False)
     keys = batch_ids(body, current_app.config["MAX_BATCH"])
     served = store()  # once, not once per id

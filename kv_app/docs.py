@@ -38,6 +38,11 @@ ERRORS = {
         "The Accept header allows neither JSON nor text.",
         "cannot answer with 'image/png': use application/json or text/plain",
     ),
+    "Timeout": (
+        408,
+        "The request body did not arrive within 10 s; the connection is closed.",
+        "request body not received within 10 s",
+    ),
     "TooLarge": (413, "Too many ids, or a body too large.", "too many ids: 1001, at most 1000"),
     "Misdirected": (
         421,
@@ -58,6 +63,7 @@ _NAMES = {
     404: "Not Found",
     405: "Method Not Allowed",
     406: "Not Acceptable",
+    408: "Request Timeout",
     413: "Request Entity Too Large",
     421: "Misdirected Request",
     503: "Service Unavailable",

@@ -43,6 +43,7 @@ from datetime import UTC, datetime  # noqa: E402
 
 import gevent  # noqa: E402
 import orjson as _orjson  # noqa: E402
+from gunicorn import util as _gunicorn_util  # noqa: E402
 from gunicorn.glogging import Logger as _GunicornLogger  # noqa: E402
 from prometheus_client import multiprocess as _multiprocess  # noqa: E402
 
@@ -145,10 +146,10 @@ class _JsonAccessLogger(_GunicornLogger):
             return
         line = {
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "method": req.method,
-            "path": req.path,
-            "query": req.query or None,
-            "status": resp.status_code,
+            "method": getattr(req, "method", None),
+            "path": getattr(req, "path", None),
+            "query": getattr(req, "query", None) or None,
+            "status": _status_code(resp),
             "bytes": resp.sent,
             "duration_us": request_time.seconds * 1_000_000 + request_time.microseconds,
             "remote": environ.get("REMOTE_ADDR"),
@@ -164,6 +165,17 @@ class _JsonAccessLogger(_GunicornLogger):
 
 
 logger_class = _JsonAccessLogger
+
+
+def _status_code(resp) -> int | None:
+    """The answer's status: a served answer has status_code; the answer gunicorn makes
+    for a request it could not parse (a 400) only its status line (without this, that
+    400 became a 500 and two tracebacks once the access log was on)."""
+    code = getattr(resp, "status_code", None)
+    if code is None:
+        status = str(getattr(resp, "status", "") or "").split(None, 1)
+        code = int(status[0]) if status and status[0].isdigit() else None
+    return code
 
 
 def _log_like_gunicorn(level: str) -> None:
@@ -243,6 +255,8 @@ def post_fork(server, worker):
       hundred ms) it runs the master's, which would swallow SIGTERM: the worker would
       then live until graceful_timeout ran out and be killed. Marking it not alive makes
       it stop as soon as its loop starts.
+    - Requests gunicorn refuses before the app sees them (a bad request line, framing
+      or headers) are answered in the app's JSON error shape, not gunicorn's HTML page.
     - oom_score_adj 1000: under a memory limit the kernel kills a worker (the master
       replaces it) rather than the master (which would take every worker with it).
     - A worker that keeps dying (a snapshot truncated under it: SIGBUS) is replaced
@@ -252,6 +266,7 @@ def post_fork(server, worker):
       why, once), never the changed bytes.
     """
     signal.signal(signal.SIGTERM, lambda signum, frame: setattr(worker, "alive", False))
+    _gunicorn_util.write_error = _write_json_error
     try:
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write("1000")
@@ -275,6 +290,17 @@ def post_fork(server, worker):
     except _StoreUnavailable as e:
         server.log.error("worker %s not serving: %s", worker.pid, e)
     _metrics.set_data(store)
+
+
+def _write_json_error(sock, status_int, reason, mesg):
+    """gunicorn's answer to a request it could not parse, in kv_app's one error shape."""
+    body = _orjson.dumps({"status": status_int, "error": reason, "message": mesg or reason})
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nX-Content-Type-Options: nosniff\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    _gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
 def child_exit(server, worker):
@@ -309,6 +335,54 @@ def pre_request(worker, req):
             chunked = chunked or "chunked" in value.lower()
     if _api.body_left_unread(req.method, req.path, length, chunked, _kv["MAX_BATCH"]):
         req.force_close()
+    elif length or chunked:
+        _bound_body(req)
+
+
+# Seconds a client gets to send a whole request body (a batch). gunicorn sets no limit on
+# bodies: 2,100 clients sending a byte every 2 s held every connection of the default
+# server. A batch of 1000 ids is 39 KB: seconds are plenty on any real link.
+BODY_TIMEOUT = 10.0
+
+
+class _BodyDeadline:
+    """The client socket as the request's body reader sees it: each recv() waits at most
+    until the body's deadline, after which it raises TimeoutError (the app answers 408
+    and closes the connection)."""
+
+    def __init__(self, sock, seconds: float):
+        self.sock = sock
+        self.deadline = time.monotonic() + seconds
+        self.timeout_before = sock.gettimeout()
+
+    def recv(self, size: int) -> bytes:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"request body not received within {BODY_TIMEOUT:g} s")
+        self.sock.settimeout(left)
+        try:
+            return self.sock.recv(size)
+        except TimeoutError:
+            raise TimeoutError(f"request body not received within {BODY_TIMEOUT:g} s") from None
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+def _bound_body(req) -> None:
+    unreader = getattr(req, "unreader", None)
+    if unreader is not None and hasattr(unreader, "sock"):
+        unreader.sock = _BodyDeadline(unreader.sock, BODY_TIMEOUT)
+
+
+def _unbound_body(req) -> None:
+    """After the request: the connection's socket as it was (the next request on it has
+    its own deadline)."""
+    unreader = getattr(req, "unreader", None)
+    bounded = getattr(unreader, "sock", None)
+    if isinstance(bounded, _BodyDeadline):
+        unreader.sock = bounded.sock
+        bounded.sock.settimeout(bounded.timeout_before)
 
 
 class _Interrupted(BaseException):
@@ -396,12 +470,14 @@ def _release_memory() -> None:
 
 
 def post_request(worker, req, environ, resp):
-    """gevent: let this worker's other connections run before this one's next request.
+    """The body deadline ends with its request; and with gevent, let this worker's other
+    connections run before this one's next request.
 
     A greenlet only yields when a read would block. On a busy machine a client's next
     request is often already waiting when its response is sent, so without this that
     connection keeps the worker and the others wait: p99 went from 160-330 ms to 10-20 ms
     at 32-64 connections, for about 10 us a request (scripts/bench_workers.sh).
     """
+    _unbound_body(req)
     if type(worker).__module__ == "gunicorn.workers.ggevent":  # whatever set the class
         gevent.idle()

@@ -145,7 +145,7 @@ def test_spec_states_what_the_server_accepts(app, spec, data):
     assert re.fullmatch(param["pattern"].strip("^$"), param["example"])
     assert param["example"] in data  # 'Try it out' answers 200
     batch = spec["paths"]["/items/batch"]["post"]
-    assert set(batch["responses"]) == {"200", "400", "406", "413", "421", "503"}
+    assert set(batch["responses"]) == {"200", "400", "406", "408", "413", "421", "503"}
     ids = spec["components"]["schemas"]["BatchRequest"]["properties"]["ids"]
     assert ids["maxItems"] == app.config["MAX_BATCH"]
     assert ids["items"]["pattern"] == param["pattern"]
@@ -157,7 +157,7 @@ def test_each_error_has_its_own_example(spec):
     for response in spec["components"]["responses"].values():
         example = response["content"]["application/json"]["example"]
         examples[example["status"]] = example
-    assert sorted(examples) == [400, 404, 405, 406, 413, 421, 503]
+    assert sorted(examples) == [400, 404, 405, 406, 408, 413, 421, 503]
     assert examples[404]["error"] == "Not Found" and examples[413]["error"].endswith("Large")
 
 

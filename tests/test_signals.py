@@ -1,0 +1,129 @@
+"""Signals and memory limits never take the server down (issue 14, items 5-7): stop
+signals go before queued reloads, a SIGHUP during the first load is honoured, a load
+that cannot fit under the memory limit is refused with one line, workers are the OOM
+killer's first choice."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from test_faults import children
+
+from conftest import KV_APP, _load_script, make_data, wait_for
+from kv_app import memory
+
+memlimit = _load_script("memlimit")
+
+
+@pytest.fixture(scope="module")
+def big_file(tmp_path_factory) -> Path:
+    """250,000 pairs: a dict load of a few tenths of a second, about 90 MB."""
+    path = tmp_path_factory.mktemp("big") / "big.data"
+    make_data.write(250_000, str(path), seed=11)
+    return path
+
+
+def caught(pid: int, sig: int) -> bool:
+    """Has process pid installed a handler for sig (SigCgt in /proc)?"""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (sig - 1)))
+    return False
+
+
+def test_sigterm_is_handled_before_queued_reloads(start_server, big_file):
+    """Before: 20 SIGHUPs then a SIGTERM ran 20 reloads first (67 s for 1M pairs)."""
+    server = start_server(big_file)
+    for _ in range(20):
+        server.proc.send_signal(signal.SIGHUP)
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=120) == 0
+    log = server.log()
+    assert "Handling signal: term" in log
+    # The burst is at most the reload already running and one more, not twenty.
+    assert log.count("Hang up: ") <= 2, log
+
+
+def test_a_burst_of_sighups_is_one_reload(start_server, big_file):
+    server = start_server(big_file)
+    pids = children(server.proc.pid)
+    for _ in range(10):
+        server.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload done" in server.log() and not children(server.proc.pid) & pids)
+    # The master may have seen the first before the rest were sent: one or two reloads.
+    time.sleep(1)  # room for any further (wrong) reload to start and show in the log
+    assert 1 <= server.log().count("Hang up: ") <= 2
+    assert requests.get(f"{server.url}/readyz", timeout=30).status_code == 200
+
+
+def test_a_sighup_during_the_first_load_is_honoured_once_up(start_server, big_file):
+    """Before: the default action of SIGHUP killed the loading server, with an empty log."""
+    server = start_server(big_file, wait=False)
+    wait_for(lambda: server.proc.poll() is not None or caught(server.proc.pid, signal.SIGHUP))
+    assert "Listening at" not in server.log()  # still loading
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_ready()
+    wait_for(lambda: "reload done" in server.log())
+    assert "SIGHUP arrived while the data was loading: reloading now" in server.log()
+
+
+def test_workers_are_the_oom_killers_first_choice(start_server, data_file):
+    server = start_server(data_file)
+    wait_for(lambda: len(children(server.proc.pid)) == 2)
+    assert Path(f"/proc/{server.proc.pid}/oom_score_adj").read_text().strip() == "0"
+    for worker in children(server.proc.pid):
+        assert Path(f"/proc/{worker}/oom_score_adj").read_text().strip() == "1000"
+
+
+needs_cgroup = pytest.mark.skipif(
+    not memlimit.available(), reason="no writable cgroup v1 memory controller"
+)
+
+
+def in_cgroup(cgroup) -> tuple[str, ...]:
+    """A serve command that first moves itself into cgroup."""
+    script = f'echo $$ > {cgroup.path}/cgroup.procs && exec {KV_APP} serve "$@"'
+    return ("sh", "-c", script, "sh")
+
+
+@needs_cgroup
+def test_a_start_over_the_memory_limit_is_refused_with_one_line(start_server, big_file):
+    """Before: exit 137 (the OOM killer) and an empty log."""
+    wanted, _ = memory.need(260, 1.25, big_file)
+    limit = (96 << 20) + wanted // 3  # the bare server (about 60 MB) fits; the data does not
+    with memlimit.MemoryLimit(limit) as cgroup:
+        server = start_server(big_file, serve=in_cgroup(cgroup), wait=False)
+        assert server.proc.wait(timeout=120) == 1
+        lines = server.log().strip().splitlines()
+        assert lines[-1].startswith(f"kv-app: {big_file}: a dict store of 250,000 lines needs")
+        assert f"the memory limit is {limit / 1e6:,.0f} MB" in lines[-1]
+        assert cgroup.stats()["oom_kill"] == 0
+
+
+@needs_cgroup
+def test_a_reload_over_the_memory_limit_is_refused_and_the_old_data_served(
+    start_server, big_file, tmp_path
+):
+    """Before: the master was OOM-killed by the reload, with nothing logged."""
+    data = tmp_path / "served.data"
+    data.write_bytes(big_file.read_bytes())
+    key = next(make_data.pairs(1, seed=11))[0]
+    with memlimit.MemoryLimit(2 << 30) as cgroup:
+        server = start_server(data, serve=in_cgroup(cgroup))
+        value = requests.get(f"{server.url}/items/{key}", timeout=30).json()["value"]
+        # Room for what is loaded now, not for a second copy beside it.
+        usage = int((cgroup.path / "memory.usage_in_bytes").read_text())
+        wanted, _ = memory.need(260, 1.25, data)
+        (cgroup.path / "memory.limit_in_bytes").write_text(str(usage + wanted * 3 // 4))
+        server.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload refused" in server.log())
+        assert "the memory limit is" in server.log()
+        assert requests.get(f"{server.url}/items/{key}", timeout=30).json()["value"] == value
+        # The master lives (gunicorn still cycles the workers after a refused reload; if
+        # that ever costs a worker, the kernel picks a worker: oom_score_adj).
+        assert server.proc.poll() is None
+        server.stop()
