@@ -147,6 +147,19 @@ def test_a_batch_is_retried_on_another_replica(front, data, tmp_path):
             assert kv.get_many(keys) == {k: data[k] for k in keys}
 
 
+def test_batches_are_spread_over_the_replicas(front, data):
+    """Before: batches were hashed by their URI, the same for all: one replica took every
+    batch. (20 batches on one of 3 replicas by chance: 3 in a billion.)"""
+    url = front[0]
+    body = {"ids": list(data)[:10]}
+    with requests.Session() as session:
+        answered = {
+            session.post(f"{url}/items/batch", json=body, timeout=30).headers["X-KV-Replica"]
+            for _ in range(20)
+        }
+    assert len(answered) > 1, answered
+
+
 @contextmanager
 def stopped_process(pid: int):
     """One process SIGSTOPped, always continued afterwards."""
