@@ -180,6 +180,8 @@ def _kill_group(group: int) -> None:
         time.sleep(0.05)
 
 
+_CLOSE = {"Connection": "close"}
+
 # Every server started and not yet stopped: checked at the end of the session.
 _STARTED: list[Server] = []
 
@@ -247,7 +249,9 @@ class Server:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"server exited {self.proc.returncode}: {self.log()}")
                 try:
-                    r = requests.get(self.url + "/readyz", timeout=5)
+                    # Connection: close, or an idle keep-alive connection would hold a
+                    # worker's graceful stop (a reload's, the test's) for keepalive (5 s).
+                    r = requests.get(self.url + "/readyz", timeout=5, headers=_CLOSE)
                     if r.status_code == 200:
                         return self
                     last = f"/readyz answered {r.status_code}"
