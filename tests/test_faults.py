@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -22,6 +23,31 @@ PAIRS = 500
 
 def children(pid: int) -> set[int]:
     return set(bench.children(pid))
+
+
+def workers(server, n: int = 2) -> set[int]:
+    """The server's workers, once all n have started (the first answers /readyz alone)."""
+    wait_for(lambda: len(children(server.proc.pid)) == n)
+    return children(server.proc.pid)
+
+
+def replaced(server, old: set[int], n: int = 2) -> set[int]:
+    """The server's new workers, once n are running and none of old is left."""
+    wait_for(lambda: len(now := children(server.proc.pid)) == n and not now & old)
+    return children(server.proc.pid)
+
+
+def tcp(port: int) -> list[tuple[int, int, str, int]]:
+    """TCP sockets of 127.0.0.1 with an end on port: (local port, remote port, state,
+    bytes received and not yet read), from /proc/net/tcp (state 01 established, 0A
+    listening)."""
+    found = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        _, local, remote, state, queues = line.split()[:5]
+        ends = int(local.split(":")[1], 16), int(remote.split(":")[1], 16)
+        if port in ends:
+            found.append((*ends, state, int(queues.split(":")[1], 16)))
+    return found
 
 
 class Stream(threading.Thread):
@@ -67,8 +93,10 @@ def streams(url: str, keys: list[str], n: int = 4, retries: int = 0) -> list[Str
     return started
 
 
-def answered_since(started: list[Stream], moment: float) -> int:
-    return sum(1 for s in started for r in list(s.results) if r[0] > moment)
+def answered(started: list[Stream], more: int) -> None:
+    """Return once each stream has had `more` answers (or errors) beyond those it has now."""
+    counts = [len(s.results) for s in started]
+    wait_for(lambda: all(len(s.results) >= n + more for s, n in zip(started, counts, strict=True)))
 
 
 def finish(started: list[Stream]) -> list[tuple]:
@@ -80,22 +108,28 @@ def finish(started: list[Stream]) -> list[tuple]:
 
 
 def test_sigkill_of_a_worker_loses_at_most_its_requests_in_flight(start_server, data_file, data):
+    """Both first workers are killed in turn, each once the other's replacement serves:
+    every stream loses at most its one request on each killed worker (a broken
+    connection, never a wrong answer), and its answers at the end can only come from
+    replacements."""
     server = start_server(data_file)
-    keys = list(data)
-    clients = streams(server.url, keys)
-    before = children(server.proc.pid)
-    victim = min(before)
-    os.kill(victim, signal.SIGKILL)
-    killed_at = time.monotonic()
-    wait_for(lambda: len(children(server.proc.pid) - {victim}) == len(before))
-    replaced_at = time.monotonic()
-    wait_for(lambda: answered_since(clients, replaced_at + 1) > 100)  # the replacement serves
-    results = finish(clients)
-    failures = [r for r in results if r[2] != 200 or r[3] != data[r[1]]]
-    # Each client had at most one request in flight on the killed worker.
-    assert len(failures) <= len(clients), failures
-    assert all(killed_at - 1 <= r[0] <= replaced_at + 1 for r in failures), failures
-    assert len([r for r in results if r[0] > replaced_at + 1]) > 100
+    first = workers(server)
+    clients = streams(server.url, list(data))
+    marks = []  # each stream's number of results before each kill
+    for victim in sorted(first):
+        marks.append([len(c.results) for c in clients])
+        os.kill(victim, signal.SIGKILL)
+        replaced(server, {victim})
+        answered(clients, 20)
+    assert not children(server.proc.pid) & first
+    finish(clients)
+    for n, client in enumerate(clients):
+        first_kill, second_kill = marks[0][n], marks[1][n]
+        failed = [i for i, r in enumerate(client.results) if r[2] != 200 or r[3] != data[r[1]]]
+        assert all(client.results[i][2] is None for i in failed), failed  # no wrong answer
+        assert [i for i in failed if i < first_kill] == []
+        assert len([i for i in failed if first_kill <= i < second_kill]) <= 1, failed
+        assert len([i for i in failed if i >= second_kill]) <= 1, failed
     assert server.stop() == 0
 
 
@@ -105,21 +139,24 @@ def test_sigterm_lets_a_request_in_flight_finish(start_server, data_file, data):
     body = f'{{"ids": ["{key}"]}}'.encode()
     head = (
         f"POST /items/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode()
-    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as s:
         s.sendall(head + body[:5])  # the request is in flight: half its body sent
-        time.sleep(0.3)
+        mine = s.getsockname()[1]
+        # A worker has accepted the connection and read what was sent.
+        wait_for(lambda: (server.port, mine, "01", 0) in tcp(server.port))
         server.proc.send_signal(signal.SIGTERM)
-        time.sleep(1.0)
-        assert server.proc.poll() is None  # waiting for us
+        # The SIGTERM has reached master and workers: none listens any more ...
+        wait_for(lambda: not [t for t in tcp(server.port) if t[2] == "0A"])
+        assert server.proc.poll() is None  # ... and the server waits for us
         s.sendall(body[5:])
         response = b""
         while chunk := s.recv(65536):
             response += chunk
     assert response.startswith(b"HTTP/1.1 200 OK")
     assert data[key].encode() in response
-    assert server.proc.wait(timeout=30) == 0
+    assert server.proc.wait(timeout=60) == 0
     assert "Shutting down: Master" in server.log()
 
 
@@ -139,6 +176,7 @@ def test_sighup_switches_to_the_new_file_with_no_failed_request(
     write_version(path, "old")
     keys = [k for k, _ in make_data.pairs(PAIRS, seed=11)]
     server = start_server(path, "--store", text_store_kind)
+    old_workers = workers(server)
     clients = streams(server.url, keys)
     write_version(path, "new")
     switched_at = time.monotonic()
@@ -146,7 +184,7 @@ def test_sighup_switches_to_the_new_file_with_no_failed_request(
     wait_for(lambda: "new:" in requests.get(f"{server.url}/items/{keys[0]}", timeout=5).text)
     # every stream has had answers from the new data, and the old workers have gone
     wait_for(lambda: all(str(c.results[-1][3]).startswith("new:") for c in clients))
-    wait_for(lambda: len(children(server.proc.pid)) == 2)
+    replaced(server, old_workers)
     per_client = [c.results for c in clients]
     results = finish(clients)
 
@@ -166,15 +204,15 @@ def test_sighup_with_a_bad_file_keeps_serving_the_old_data(start_server, tmp_pat
     write_version(path, "old")
     keys = [k for k, _ in make_data.pairs(PAIRS, seed=11)]
     server = start_server(path)
+    old_workers = workers(server)
     clients = streams(server.url, keys, n=2)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(f"{keys[0]} fine\nbroken line\n")
     os.replace(tmp, path)
     server.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: "reload refused" in server.log())
-    refused_at = time.monotonic()
-    wait_for(lambda: len(children(server.proc.pid)) == 2)  # new workers, old data
-    wait_for(lambda: answered_since(clients, refused_at + 0.5) > 50)
+    replaced(server, old_workers)  # new workers, old data
+    answered(clients, 50)  # from the new workers only
     results = finish(clients)
     assert [r for r in results if r[2] != 200] == []
     assert {r[3].split(":", 1)[0] for r in results} == {"old"}
@@ -194,13 +232,11 @@ def test_nginx_front_times_out_stalled_bodies(start_server, data_file, data, tmp
         assert requests.get(f"{url}/items/{key}", timeout=5).json()["value"] == data[key]
         r = requests.get(f"{url}/items/nope", timeout=5)
         assert r.status_code == 400 and r.json()["status"] == 400
-        with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
             s.sendall(b'POST /items/batch HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"ids"')
-            started = time.monotonic()
             for _ in range(20):  # others are served meanwhile
                 assert requests.get(f"{url}/items/{key}", timeout=5).status_code == 200
-            assert s.recv(65536) == b""  # closed by nginx, not by our 20 s timeout
-            assert time.monotonic() - started < 20
+            assert s.recv(65536) == b""  # closed by nginx (our timeout would raise)
         assert f'"method":"GET","path":"/items/{key}"' in server.log()  # the access log is on
         assert '"method":"POST"' not in server.log()  # ... and the stalled body never came
 
@@ -260,6 +296,16 @@ def test_a_reload_leaves_one_copy_of_the_data_in_the_master(start_server, tmp_pa
     assert after < before * 1.25, (before, after)
 
 
+def opening_a_fifo(pid: int) -> bool:
+    """Whether a thread of pid is blocked opening a FIFO no one writes (the kernel's
+    wait_for_partner)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            if (task / "wchan").read_text() == "wait_for_partner":
+                return True
+    return False
+
+
 def test_sigterm_during_a_reload_that_hangs_stops_the_server(start_server, tmp_path):
     """A reload whose read never returns (a FIFO here, a hung mount in life) must not
     hold a shutdown: the load is abandoned and the server stops gracefully."""
@@ -273,12 +319,9 @@ def test_sigterm_during_a_reload_that_hangs_stops_the_server(start_server, tmp_p
     path.unlink()
     path.symlink_to(fifo)
     server.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: "Handling signal: hup" in server.log())
-    time.sleep(0.3)  # the master is now blocked opening the FIFO
-    stopped_at = time.monotonic()
+    wait_for(lambda: opening_a_fifo(server.proc.pid))
     server.proc.send_signal(signal.SIGTERM)
-    assert server.proc.wait(timeout=15) == 0
-    assert time.monotonic() - stopped_at < 10  # docker stop's default grace
+    assert server.proc.wait(timeout=60) == 0  # a held shutdown would hang: not a timing
     assert "reload abandoned: SIGTERM arrived" in server.log()
     assert "Shutting down: Master" in server.log()
 
@@ -290,7 +333,8 @@ def test_nginx_cache_front_serves_hot_ids_and_bounds_staleness(start_server, tmp
     path = tmp_path / "current.data"
     write_version(path, "old")
     key = next(k for k, _ in make_data.pairs(PAIRS, seed=11))
-    server = start_server(path, env={"KV_CACHE_MAX_AGE": "2", "KV_CACHE_MAX_AGE_MISSING": "0"})
+    server = start_server(path, env={"KV_CACHE_MAX_AGE": "3", "KV_CACHE_MAX_AGE_MISSING": "0"})
+    old_workers = workers(server)
     with nginx_front("nginx-cache.conf", server.port, tmp_path) as (url, port):
         first = requests.get(f"{url}/items/{key}", timeout=5)
         second = requests.get(f"{url}/items/{key}", timeout=5)
@@ -302,12 +346,13 @@ def test_nginx_cache_front_serves_hot_ids_and_bounds_staleness(start_server, tmp
             assert r.status_code == 404 and r.headers["X-Cache-Status"] != "HIT"
         write_version(path, "new")
         server.proc.send_signal(signal.SIGHUP)
-        switched = time.monotonic()
-        wait_for(lambda: "reload done" in server.log())
-        # Stale for at most max-age (2 s) after the last old worker stops: old workers
-        # answer on nginx's kept-alive connections while they drain (up to keepalive, 5 s).
-        wait_for(lambda: "new:" in requests.get(f"{url}/items/{key}", timeout=5).text, 15)
-        assert time.monotonic() - switched < 2 + 5 + 2
+        # Old workers answer on nginx's kept-alive connections while they drain; the last
+        # old answer was cached before the last of them exited. nginx keeps an answer
+        # max-age (3 s) counted in whole seconds: 3 + 1 s later it has expired. (Waiting
+        # longer, on a slow machine, can only make the old answer older.)
+        replaced(server, old_workers)
+        time.sleep(3 + 1)
+        assert "new:" in requests.get(f"{url}/items/{key}", timeout=5).text
 
 
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
