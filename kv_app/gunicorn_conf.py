@@ -237,14 +237,14 @@ _RETIRED: set[int] = set()  # workers the master itself signalled (reload, stop,
 _CRASH_WINDOW = 60.0
 
 
-def _backoff() -> float:
-    """Seconds a new worker waits before serving: none after one crash in a minute, then
-    0.5, 1, 2 ... up to 10 (and never half the worker timeout)."""
+def _backoff() -> tuple[float, int]:
+    """(seconds a new worker waits before serving, crashes in the last minute): no wait
+    after one crash, then 0.5, 1, 2 ... up to 10 s (and at most half the worker timeout)."""
     now = time.monotonic()
     crashes = sum(1 for t in _CRASHES if now - t < _CRASH_WINDOW)
     if crashes < 2:
-        return 0.0
-    return min(0.5 * 2 ** (crashes - 2), 10.0, _kv["TIMEOUT"] / 2)
+        return 0.0, crashes
+    return min(0.5 * 2 ** (crashes - 2), 10.0, _kv["TIMEOUT"] / 2), crashes
 
 
 def post_fork(server, worker):
@@ -272,13 +272,13 @@ def post_fork(server, worker):
             f.write("1000")
     except OSError:
         pass
-    wait = _backoff()
+    wait, crashes = _backoff()
     if wait:
         server.log.warning(
             "worker %s waits %.1f s before serving: %d workers died in the last %d s",
             worker.pid,
             wait,
-            sum(1 for t in _CRASHES if time.monotonic() - t < _CRASH_WINDOW),
+            crashes,
             _CRASH_WINDOW,
         )
         deadline = time.monotonic() + wait
@@ -309,7 +309,7 @@ def child_exit(server, worker):
     _multiprocess.mark_process_dead(worker.pid)
     if worker.pid in _RETIRED:
         _RETIRED.discard(worker.pid)
-    elif server.WORKERS is not None:
+    else:
         _CRASHES.append(time.monotonic())
 
 

@@ -5,6 +5,8 @@ killer's first choice."""
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -77,6 +79,27 @@ def test_workers_are_the_oom_killers_first_choice(start_server, data_file):
     assert Path(f"/proc/{server.proc.pid}/oom_score_adj").read_text().strip() == "0"
     for worker in children(server.proc.pid):
         assert Path(f"/proc/{worker}/oom_score_adj").read_text().strip() == "1000"
+
+
+def test_workers_that_keep_dying_are_replaced_after_a_growing_wait(start_server, data_file):
+    """Before: a worker that died (a snapshot truncated under it: SIGBUS) was replaced at
+    once, in a loop (390 worker deaths in 40 s)."""
+    server = start_server(data_file)
+    for _ in range(3):
+        wait_for(lambda: len(children(server.proc.pid)) == 2)
+        worker = min(children(server.proc.pid))
+        os.kill(worker, signal.SIGKILL)
+        wait_for(lambda w=worker: w not in children(server.proc.pid))
+    wait_for(lambda: "waits 1.0 s before serving: 3 workers died" in server.log())
+    assert "waits 0.5 s before serving: 2 workers died" in server.log()
+    # Workers the master retires (a reload) are not crashes.
+    log_before = server.log()
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload done" in server.log())
+    wait_for(lambda: len(children(server.proc.pid)) == 2)
+    counted = re.findall(r"(\d+) workers died", server.log()[len(log_before) :])
+    assert counted and set(counted) == {"3"}  # still the three crashes, not the two retired
+    assert requests.get(f"{server.url}/readyz", timeout=30).status_code == 200
 
 
 needs_cgroup = pytest.mark.skipif(
