@@ -180,7 +180,7 @@ class Spans:
     its key the first 36 bytes, its value what follows the space. All lines are good
     (duplicate keys not yet checked); upper: some key has upper-case hex digits."""
 
-    buf: bytes
+    buf: bytes | bytearray  # a bytearray when read under a value limit (grown in place)
     starts: np.ndarray
     ends: np.ndarray
     upper: bool
