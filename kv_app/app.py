@@ -56,7 +56,12 @@ def open_store(settings: Mapping[str, Any]) -> Store:
     # A directory is a snapshot (or a root of snapshot versions), whatever KV_STORE says.
     kind = STORES["snapshot" if os.path.isdir(path) else settings["STORE"]]
     memory.check_room(kind.name, kind.per_pair, kind.per_byte, path)
-    store = kind.from_file(path, strict=settings["ON_ERROR"] == "strict", progress=tty_progress())
+    store = kind.from_file(
+        path,
+        strict=settings["ON_ERROR"] == "strict",
+        progress=tty_progress(),
+        max_value_bytes=settings["MAX_VALUE_BYTES"],
+    )
     for warning in store.warnings():
         log.warning("%s", warning)
     log.info("%s store: %s", kind.name, store.summary())

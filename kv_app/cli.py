@@ -186,7 +186,14 @@ def build(
 @click.argument("root")
 @_option("ON_ERROR")
 @_option("KEEP_VERSIONS")
-def publish(data_file: str, root: str, on_error: str | None, keep_versions: int | None) -> None:
+@_option("MAX_VALUE_BYTES")
+def publish(
+    data_file: str,
+    root: str,
+    on_error: str | None,
+    keep_versions: int | None,
+    max_value_bytes: int | None,
+) -> None:
     """Build DATA_FILE as ROOT's next version-N, check it, then point ROOT/current at it.
     Serve ROOT with `kv-app serve ROOT`; SIGHUP moves a running server to the new current."""
     from kv_app.stores import versions
@@ -194,7 +201,13 @@ def publish(data_file: str, root: str, on_error: str | None, keep_versions: int 
     keep = keep_versions or config.DEFAULTS["KEEP_VERSIONS"]
     with _refused():
         number, manifest = versions.publish(
-            data_file, root, keep=keep, strict=_strict(on_error), progress=tty_progress(), say=_say
+            data_file,
+            root,
+            keep=keep,
+            strict=_strict(on_error),
+            progress=tty_progress(),
+            say=_say,
+            max_value_bytes=max_value_bytes,
         )
     _built(manifest, data_file)
     click.echo(f"published {root}/version-{number}; current -> version-{number}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 import pytest
@@ -9,6 +10,7 @@ from click.testing import CliRunner
 from test_loader import K1, K3, LIMIT, OVER, huge_line_file
 
 from kv_app import cli
+from kv_app.loader import LoadError
 
 
 @pytest.fixture
@@ -152,7 +154,10 @@ def test_check_and_build_take_the_value_limit_as_flag_or_variable(run, tmp_path,
     monkeypatch.setenv("KV_MAX_VALUE_BYTES", str(LIMIT))
     r = run("check", path)
     assert r.exit_code == 1 and r.stdout == f"{path}:2: {OVER}\n"
-    r = run("publish", path, tmp_path / "root")  # publish has no flag: the variable
+    r = run("publish", path, tmp_path / "root")
+    assert r.exit_code == 1 and r.stderr == f"Error: {path}:2: {OVER}\n"
+    monkeypatch.delenv("KV_MAX_VALUE_BYTES")
+    r = run("publish", path, tmp_path / "root", "--max-value-bytes", LIMIT)
     assert r.exit_code == 1 and r.stderr == f"Error: {path}:2: {OVER}\n"
     r = run("check", path, "--max-value-bytes", 0)
     assert r.exit_code == 2 and "0 is not in the range 1<=x<=1073741824" in r.stderr
@@ -185,3 +190,14 @@ def test_a_server_refuses_to_start_on_a_value_over_the_limit(
     over = f"value of {limit + 1:,} bytes, over KV_MAX_VALUE_BYTES ({limit:,})"
     assert [line for line in log.splitlines() if "kv-app" in line] == [f"kv-app: {path}:2: {over}"]
     assert "Traceback" not in log and "Booting worker" not in log
+
+
+def test_create_app_takes_the_value_limit_from_its_settings(tmp_path, monkeypatch):
+    """Before: create_app({"MAX_VALUE_BYTES": ...}) was accepted and ignored."""
+    from kv_app.app import create_app
+
+    path = huge_line_file(tmp_path)
+    monkeypatch.delenv("KV_MAX_VALUE_BYTES", raising=False)
+    for kind in ("dict", "compact"):
+        with pytest.raises(LoadError, match=re.escape(f"{path}:2: {OVER}")):
+            create_app({"DATA_PATH": str(path), "STORE": kind, "MAX_VALUE_BYTES": LIMIT})

@@ -80,9 +80,16 @@ class StoreKind:
         module, _, name = self.target.partition(":")
         return getattr(importlib.import_module(module), name)
 
-    def from_file(self, path, *, strict: bool = True, progress=None) -> Store:
-        """Load a data file into a store of this kind (raises loader.LoadError)."""
-        return self.cls().from_file(path, strict=strict, progress=progress)
+    def from_file(
+        self, path, *, strict: bool = True, progress=None, max_value_bytes: int | None = None
+    ) -> Store:
+        """Load a data file into a store of this kind (raises loader.LoadError); a value
+        over max_value_bytes makes its line bad (None: the KV_MAX_VALUE_BYTES setting)."""
+        if not self.loads_text:
+            return self.cls().from_file(path)
+        return self.cls().from_file(
+            path, strict=strict, progress=progress, max_value_bytes=max_value_bytes
+        )
 
 
 STORES: dict[str, StoreKind] = {

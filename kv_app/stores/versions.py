@@ -115,12 +115,14 @@ def publish(
     strict: bool = True,
     progress: Progress | None = None,
     say: Say = _quiet,
+    max_value_bytes: int | None = None,
 ) -> tuple[int, dict]:
     """Build data_file as the next version under root, check it (every byte), then make
     it current; keep the newest `keep` versions (the current one always, and any that a
     live server holds). A version that fails its build or its checks is removed and never
     made current. All of it under root's lock; say() gets a line for each thing worth
-    telling (a wait for the lock, leftovers removed, versions kept because in use)."""
+    telling (a wait for the lock, leftovers removed, versions kept because in use).
+    max_value_bytes: as build's."""
     root = Path(root)
     with locked(root, say):
         current_version(root)  # a bad `current` is refused before a long build
@@ -128,7 +130,9 @@ def publish(
             say(f"{root}: removed {name}, left by a publish that did not finish")
         number = max(versions(root), default=0) + 1
         target = root / f"version-{number}"
-        manifest = build(data_file, target, strict=strict, progress=progress)
+        manifest = build(
+            data_file, target, strict=strict, progress=progress, max_value_bytes=max_value_bytes
+        )
         try:
             verify(target)
         except SnapshotError:
