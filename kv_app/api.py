@@ -33,6 +33,11 @@ TEXT = "text/plain; charset=utf-8"
 _JSON_ACCEPTS = frozenset(("*/*", JSON))
 
 
+# The most characters of values one batch answer holds: 1000 ids of values at the
+# KV_MAX_VALUE_BYTES limit (4 MiB) would otherwise be a 4 GB answer built in one worker.
+MAX_ANSWER_CHARS = 64 << 20
+
+
 def body_limit(max_batch: int) -> int:
     """The largest batch body read: room for max_batch ids even pretty-printed."""
     return max_batch * 64 + 1024
@@ -236,6 +241,7 @@ def get_items() -> Response:
       At most KV_MAX_BATCH ids (1000 by default) and a body of at most 64 bytes per
       allowed id plus 1 KiB. Repeated ids are answered once; ids come back lower-case.
       A body larger than that is not read: the answer is 413 and the connection closes.
+      An answer holds at most 64 Mi characters of values (413: ask for fewer ids).
     requestBody:
       required: true
       content:
@@ -272,6 +278,12 @@ def get_items() -> Response:
     if foreign:
         raise Misdirected(foreign)
     values = served.get_many(keys)
+    size = sum(len(v) for v in values if v is not None)
+    if size > MAX_ANSWER_CHARS:
+        raise RequestEntityTooLarge(
+            f"the answer would hold {size:,} characters of values, over the "
+            f"{MAX_ANSWER_CHARS:,} one answer may hold: ask for fewer ids per request"
+        )
     items, missing = {}, []
     for key, value in zip(keys, values, strict=True):
         if value is None:

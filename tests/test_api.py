@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from kv_app import api
 from kv_app.app import create_app
 
 KEY = "0b7e6bd2-8d4c-4b6a-9c43-2f1a1e6c0a05"
@@ -194,6 +195,21 @@ def test_batch_of_every_key(client, data):
     for i in range(0, len(keys), 1000):
         part = keys[i : i + 1000]
         assert post_batch(client, {"ids": part}).get_json()["items"] == {k: data[k] for k in part}
+
+
+def test_a_batch_answer_too_large_is_refused(tricky_client, monkeypatch):
+    """Before: 1000 ids of 4 MiB values were answered with one 4 GB body, built in one
+    worker. The TRICKY values hold 5,000 + 137 characters."""
+    client, expected = tricky_client
+    monkeypatch.setattr(api, "MAX_ANSWER_CHARS", 5000)
+    r = post_batch(client, {"ids": list(expected)})
+    assert r.status_code == 413
+    assert r.get_json()["message"] == (
+        f"the answer would hold {sum(map(len, expected.values())):,} characters of values, "
+        "over the 5,000 one answer may hold: ask for fewer ids per request"
+    )
+    few = [k for k, v in expected.items() if len(v) < 100]
+    assert post_batch(client, {"ids": few}).get_json()["items"] == {k: expected[k] for k in few}
 
 
 def test_batch_tricky_values(tricky_client):
