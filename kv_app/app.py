@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 import sys
 import uuid
 from collections.abc import Mapping
@@ -55,6 +56,11 @@ def open_store(settings: Mapping[str, Any]) -> Store:
         raise config.ConfigError("no data file: pass DATA_FILE or set KV_DATA_PATH")
     # A directory is a snapshot (or a root of snapshot versions), whatever KV_STORE says.
     kind = STORES["snapshot" if os.path.isdir(path) else settings["STORE"]]
+    if kind.loads_text and _special(path):
+        raise LoadError(
+            f"{path}: not a regular file (a pipe or a device): serve a file, which a "
+            "reload can read again"
+        )
     memory.check_room(kind.name, kind.per_pair, kind.per_byte, path)
     store = kind.from_file(
         path,
@@ -66,6 +72,14 @@ def open_store(settings: Mapping[str, Any]) -> Store:
         log.warning("%s", warning)
     log.info("%s store: %s", kind.name, store.summary())
     return store
+
+
+def _special(path: str) -> bool:
+    """Is path there and something other than a regular file (a pipe, a device)?"""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False  # the load names the problem
 
 
 def set_store(app: Flask, store: Store) -> None:

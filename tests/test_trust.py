@@ -289,7 +289,27 @@ def test_a_pipe_as_input_is_one_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_a_root_that_is_a_file_or_read_only(tmp_path):
+def test_serving_a_pipe_is_one_line(tmp_path):
+    """Before: `kv-app serve <(cat data)` stopped with "cannot read: Illegal seek"."""
+    result = subprocess.run(
+        f"{KV_APP} serve <(cat {tagged(tmp_path, 'v1')}) --port 1",
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            "not a regular file (a pipe or a device): serve a file, which a reload can read again"
+        )
+    )
+
+
+def test_a_root_that_is_a_file(tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("")
     with pytest.raises(SnapshotError, match=f"^{afile}: not a directory$"):
@@ -308,6 +328,20 @@ def tmpfs(tmp_path):
         pytest.skip("cannot mount a tmpfs here (needs root)")
     yield where
     subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+def test_a_read_only_root_is_one_line(tmpfs, tmp_path):
+    (tmpfs / "root").mkdir()
+    subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+    with pytest.raises(SnapshotError) as refused:
+        versions.publish(tagged(tmp_path, "v1"), tmpfs / "root")
+    assert (
+        str(refused.value)
+        == f"{tmpfs / 'root' / versions.LOCK}: cannot write: Read-only file system"
+    )
+    with pytest.raises(SnapshotError) as refused:
+        versions.publish(tagged(tmp_path, "v1"), tmpfs / "new-root")
+    assert str(refused.value) == f"{tmpfs / 'new-root'}: cannot write: Read-only file system"
 
 
 def test_a_full_disk_is_said_before_the_build(tmpfs, tmp_path):
