@@ -188,11 +188,28 @@ class Misdirected(MisdirectedRequest):
         self.extra = {"ids": ids, "shard": shard}
 
 
+class BodyTimedOut(TimeoutError):
+    """Raised by the server's body reader (kv_app/gunicorn_conf.py): the body did not
+    arrive within its deadline."""
+
+
+class BodyRefused(ConnectionError):
+    """Raised by the server's body reader: too many bodies are being received already."""
+
+
 class BodyTimeout(RequestTimeout):
     """408: the body did not arrive in time; the connection is closed after the answer."""
 
     def get_headers(self, *args, **kwargs):
         return [*super().get_headers(*args, **kwargs), ("Connection", "close")]
+
+
+class Busy(ServiceUnavailable):
+    """503: this worker receives as many bodies as it may at once; retry in a second."""
+
+    def get_headers(self, *args, **kwargs):
+        headers = super().get_headers(*args, **kwargs)
+        return [*headers, ("Connection", "close"), ("Retry-After", "1")]
 
 
 class InvalidIds(BadRequest):
@@ -268,8 +285,10 @@ def get_items() -> Response:
         limit = current_app.config["MAX_CONTENT_LENGTH"]
         raise RequestEntityTooLarge(f"body over {limit:,} bytes") from None
     except ClientDisconnected as e:  # werkzeug's word for any error reading the body
-        if isinstance(e.__context__, TimeoutError):  # the server's body deadline
+        if isinstance(e.__context__, BodyTimedOut):
             raise BodyTimeout(str(e.__context__)) from None
+        if isinstance(e.__context__, BodyRefused):
+            raise Busy(str(e.__context__)) from None
         raise
     wants_text(text_allowed=False)
     keys = batch_ids(body, current_app.config["MAX_BATCH"])

@@ -343,27 +343,48 @@ def pre_request(worker, req):
 # bodies: 2,100 clients sending a byte every 2 s held every connection of the default
 # server. A batch of 1000 ids is 39 KB: seconds are plenty on any real link.
 BODY_TIMEOUT = 10.0
+# Bodies a worker receives at once: half its connections (gevent) or threads (gthread).
+# Past that, a request whose body did not come with its head is answered 503
+# (Retry-After: 1) without waiting for it, so slow senders can never take the connections
+# that lookups need (a body that came whole with its head costs no wait: it is served).
+# sync: one request at a time anyway.
+_RECEIVING: set[int] = set()  # id() of the requests whose body is being received
+
+
+def _body_slots() -> int | None:
+    if worker_class == "gevent":
+        return max(1, worker_connections // 2)
+    if worker_class == "gthread":
+        return max(1, threads // 2)
+    return None
 
 
 class _BodyDeadline:
     """The client socket as the request's body reader sees it: each recv() waits at most
-    until the body's deadline, after which it raises TimeoutError (the app answers 408
-    and closes the connection)."""
+    until the body's deadline, then raises api.BodyTimedOut (the app answers 408 and
+    closes the connection); refused=True raises api.BodyRefused at once (503)."""
 
-    def __init__(self, sock, seconds: float):
+    def __init__(self, sock, seconds: float, refused: bool = False):
         self.sock = sock
         self.deadline = time.monotonic() + seconds
         self.timeout_before = sock.gettimeout()
+        self.refused = refused
 
     def recv(self, size: int) -> bytes:
+        if self.refused:
+            raise _api.BodyRefused(
+                f"this worker is receiving {len(_RECEIVING):,} request bodies, as many as it "
+                "may at once; retry"
+            )
+        late = _api.BodyTimedOut(f"request body not received within {BODY_TIMEOUT:g} s")
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise TimeoutError(f"request body not received within {BODY_TIMEOUT:g} s")
+            raise late
         self.sock.settimeout(left)
         try:
             return self.sock.recv(size)
         except TimeoutError:
-            raise TimeoutError(f"request body not received within {BODY_TIMEOUT:g} s") from None
+            raise late from None
 
     def __getattr__(self, name):
         return getattr(self.sock, name)
@@ -371,13 +392,21 @@ class _BodyDeadline:
 
 def _bound_body(req) -> None:
     unreader = getattr(req, "unreader", None)
-    if unreader is not None and hasattr(unreader, "sock"):
-        unreader.sock = _BodyDeadline(unreader.sock, BODY_TIMEOUT)
+    if unreader is None or not hasattr(unreader, "sock"):
+        return
+    slots = _body_slots()
+    refused = slots is not None and len(_RECEIVING) >= slots
+    if refused:
+        req.force_close()
+    else:
+        _RECEIVING.add(id(req))
+    unreader.sock = _BodyDeadline(unreader.sock, BODY_TIMEOUT, refused)
 
 
 def _unbound_body(req) -> None:
     """After the request: the connection's socket as it was (the next request on it has
     its own deadline)."""
+    _RECEIVING.discard(id(req))
     unreader = getattr(req, "unreader", None)
     bounded = getattr(unreader, "sock", None)
     if isinstance(bounded, _BodyDeadline):

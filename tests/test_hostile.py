@@ -351,3 +351,48 @@ def test_a_body_sent_a_byte_at_a_time_is_cut_off(hostile_server):
     # others were served all along
     r = requests.get(f"{server.url}/items/{KEY}", timeout=5)
     assert r.status_code == 200 and r.json()["value"] == expected[KEY]
+
+
+def test_slow_bodies_never_take_the_connections_lookups_need(start_server, data_file, data):
+    """Before: slow senders could hold every connection of a worker (2,100 of them made the
+    default server unreachable). A worker receives at most half its connections' worth of
+    bodies at once: past that a batch gets 503 with Retry-After at once, and lookups go on."""
+    server = start_server(data_file, "--workers", "1", "--connections", "4")  # 2 body slots
+    key = next(iter(data))
+    body = json.dumps({"ids": [key]}).encode()
+    slow = []
+    try:
+        for _ in range(2):  # each holds a body slot: its body never finishes
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+            s.sendall(post(body)[:-5])
+            slow.append(s)
+        status, headers, answer = late_body(server.port, post(body), len(body))
+        assert status == 503 and headers["retry-after"] == "1"
+        assert json.loads(answer)["message"] == (
+            "this worker is receiving 2 request bodies, as many as it may at once; retry"
+        )
+        r = requests.get(f"{server.url}/items/{key}", timeout=30)
+        assert r.status_code == 200 and r.json()["value"] == data[key]
+        # A body that came whole with its head is served: there is nothing to wait for.
+        assert raw(server.port, post(body))[0] == 200
+    finally:
+        for s in slow:
+            s.close()
+    # A sender that goes away gives its slot back.
+    wait_for(lambda: late_body(server.port, post(body), len(body))[0] == 200)
+
+
+def late_body(port: int, request_bytes: bytes, body_length: int) -> tuple[int, dict, bytes]:
+    """Send a request's head, then its body a moment later (not read with the head)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(request_bytes[:-body_length])
+        time.sleep(0.3)
+        try:
+            s.sendall(request_bytes[-body_length:])
+        except OSError:  # refused and closed already
+            pass
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), _headers(head), rest
