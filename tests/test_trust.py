@@ -272,15 +272,21 @@ def test_a_bad_current_link_is_one_line_naming_it(tmp_path, make, message):
     assert versions.versions(root) == []
 
 
-def test_a_pipe_as_input_is_one_line(tmp_path):
-    result = subprocess.run(
-        f"{KV_APP} publish <(cat {tagged(tmp_path, 'v1')}) {tmp_path / 'root'}",
+def with_a_pipe(tmp_path, command: str) -> subprocess.CompletedProcess:
+    """Run `kv-app COMMAND` in bash, where {pipe} in it is a pipe giving a data file."""
+    pipe = f"<(cat {tagged(tmp_path, 'v1')})"
+    return subprocess.run(
+        f"{KV_APP} {command.format(pipe=pipe)}",
         shell=True,
         executable="/bin/bash",
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_a_pipe_as_input_is_one_line(tmp_path):
+    result = with_a_pipe(tmp_path, f"publish {{pipe}} {tmp_path / 'root'}")
     assert result.returncode == 1
     assert result.stderr.strip().endswith(
         "not a regular file (a pipe or a device): a build reads its input twice; write it "
@@ -291,14 +297,7 @@ def test_a_pipe_as_input_is_one_line(tmp_path):
 
 def test_serving_a_pipe_is_one_line(tmp_path):
     """Before: `kv-app serve <(cat data)` stopped with "cannot read: Illegal seek"."""
-    result = subprocess.run(
-        f"{KV_APP} serve <(cat {tagged(tmp_path, 'v1')}) --port 1",
-        shell=True,
-        executable="/bin/bash",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = with_a_pipe(tmp_path, "serve {pipe} --port 1")
     assert result.returncode == 1
     assert (
         result.stderr.strip()

@@ -147,16 +147,20 @@ def unless_in_use(snapshot: Path) -> Iterator[bool]:
         yield True
         return
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise
-            yield False
-        else:
-            yield True
+        yield lock_now(fd)
     finally:
         os.close(fd)  # releases the lock
+
+
+def lock_now(fd: int) -> bool:
+    """Take an exclusive flock on fd if no one holds a lock on it; False if one does."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise
+        return False
+    return True
 
 
 # --- Opening and serving -----------------------------------------------------------------

@@ -11,7 +11,6 @@ snapshot.lease) is never pruned.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import re
@@ -27,6 +26,7 @@ from kv_app.stores.snapshot import (
     VERSION_DIR,
     SnapshotError,
     current_target,
+    lock_now,
     unless_in_use,
     verify,
 )
@@ -54,11 +54,7 @@ def locked(root: Path, say: Say = _quiet) -> Iterator[None]:
         where = e.filename or root
         raise SnapshotError(f"{where}: cannot write: {e.strerror or e}") from None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise
+        if not lock_now(fd):
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
             say(f"{root}: waiting for another publish or rollback (pid {holder}) to finish")
             fcntl.flock(fd, fcntl.LOCK_EX)
