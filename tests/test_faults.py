@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from conftest import ROOT, bench, make_data, wait_for
+from kv_app.stores import snapshot, versions
 
 PAIRS = 500
 
@@ -296,32 +297,33 @@ def test_a_reload_leaves_one_copy_of_the_data_in_the_master(start_server, tmp_pa
     assert after < before * 1.25, (before, after)
 
 
-def opening_a_fifo(pid: int) -> bool:
-    """Whether a thread of pid is blocked opening a FIFO no one writes (the kernel's
-    wait_for_partner)."""
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            if (task / "wchan").read_text() == "wait_for_partner":
-                return True
+def blocked_on_a_lock(pid: int) -> bool:
+    """Whether pid waits for a file lock (/proc/locks lists waiters after "->")."""
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if fields[1] == "->" and fields[5] == str(pid):
+            return True
     return False
 
 
 def test_sigterm_during_a_reload_that_hangs_stops_the_server(start_server, tmp_path):
-    """A reload whose read never returns (a FIFO here, a hung mount in life) must not
-    hold a shutdown: the load is abandoned and the server stops gracefully."""
-    good = tmp_path / "v1.data"
-    write_version(good, "old")
-    path = tmp_path / "current.data"
-    path.symlink_to(good)
-    server = start_server(path)
-    fifo = tmp_path / "never-written"
-    os.mkfifo(fifo)
-    path.unlink()
-    path.symlink_to(fifo)
-    server.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: opening_a_fifo(server.proc.pid))
-    server.proc.send_signal(signal.SIGTERM)
-    assert server.proc.wait(timeout=60) == 0  # a held shutdown would hang: not a timing
+    """A reload whose read never returns (a hung mount in life; here the new snapshot's
+    data file, on which the test holds an exclusive lock that the master's shared lease
+    waits for) must not hold a shutdown: the load is abandoned and the server stops
+    gracefully. (A FIFO served this before; a pipe is now refused at once.)"""
+    root = tmp_path / "root"
+    old, new = tmp_path / "old.data", tmp_path / "new.data"
+    write_version(old, "old")
+    write_version(new, "new")
+    versions.publish(old, root)
+    server = start_server(root)
+    versions.publish(new, root)
+    with open(root / "current" / snapshot.DATA_FILE, "rb") as data:
+        fcntl.flock(data, fcntl.LOCK_EX)
+        server.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: blocked_on_a_lock(server.proc.pid))
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=60) == 0  # a held shutdown would hang: not a timing
     assert "reload abandoned: SIGTERM arrived" in server.log()
     assert "Shutting down: Master" in server.log()
 
