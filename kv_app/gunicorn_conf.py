@@ -17,6 +17,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 
 # A SIGHUP while the data loads, before gunicorn installs its handlers, would kill the
@@ -198,6 +199,9 @@ def on_starting(server):
         server.log.warning("%s", warning)
 
 
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+
+
 def when_ready(server):
     """The server is up: stop signals go before reloads, and a SIGHUP that arrived while
     the data was loading is honoured now."""
@@ -207,7 +211,11 @@ def when_ready(server):
 
     def kill_worker(pid, sig):
         _RETIRED.add(pid)  # its exit is expected: not counted as a crash
-        return original_kill(pid, sig)
+        try:
+            return original_kill(pid, sig)
+        finally:
+            if pid not in server.WORKERS:  # gone already (ESRCH): no child_exit follows
+                _RETIRED.discard(pid)
 
     server.kill_worker = kill_worker
     if _EARLY_HUP:
@@ -252,9 +260,9 @@ def post_fork(server, worker):
     after repeated crashes, opens its store and publishes the data gauges.
 
     - Until the worker installs its own handlers (after gevent's monkey-patching, a few
-      hundred ms) it runs the master's, which would swallow SIGTERM: the worker would
-      then live until graceful_timeout ran out and be killed. Marking it not alive makes
-      it stop as soon as its loop starts.
+      hundred ms, or a crash backoff) it runs the master's, which would swallow SIGTERM,
+      SIGINT and SIGQUIT: the worker would then live until graceful_timeout ran out and
+      be killed. Marking it not alive makes it stop as soon as its loop starts.
     - Requests gunicorn refuses before the app sees them (a bad request line, framing
       or headers) are answered in the app's JSON error shape, not gunicorn's HTML page.
     - oom_score_adj 1000: under a memory limit the kernel kills a worker (the master
@@ -265,7 +273,8 @@ def post_fork(server, worker):
       against what the master opened; if it changed, this worker answers 503 (and says
       why, once), never the changed bytes.
     """
-    signal.signal(signal.SIGTERM, lambda signum, frame: setattr(worker, "alive", False))
+    for stop in _STOP_SIGNALS:  # TERM, and INT and QUIT (the master's quick stop)
+        signal.signal(stop, lambda signum, frame: setattr(worker, "alive", False))
     _gunicorn_util.write_error = _write_json_error
     try:
         with open("/proc/self/oom_score_adj", "w") as f:
@@ -289,6 +298,8 @@ def post_fork(server, worker):
         getattr(store, "open", lambda: None)()
     except _StoreUnavailable as e:
         server.log.error("worker %s not serving: %s", worker.pid, e)
+    except Exception as e:  # never a boot error: gunicorn would stop every worker for it
+        server.log.error("worker %s could not open its store: %s", worker.pid, e)
     _metrics.set_data(store)
 
 
@@ -343,12 +354,13 @@ def pre_request(worker, req):
 # bodies: 2,100 clients sending a byte every 2 s held every connection of the default
 # server. A batch of 1000 ids is 39 KB: seconds are plenty on any real link.
 BODY_TIMEOUT = 10.0
-# Bodies a worker receives at once: half its connections (gevent) or threads (gthread).
-# Past that, a request whose body did not come with its head is answered 503
-# (Retry-After: 1) without waiting for it, so slow senders can never take the connections
-# that lookups need (a body that came whole with its head costs no wait: it is served).
-# sync: one request at a time anyway.
-_RECEIVING: set[int] = set()  # id() of the requests whose body is being received
+# Bodies a worker waits for at once: half its connections (gevent) or threads (gthread).
+# A body counts only while its reader waits for bytes that have not arrived: a client
+# that sends its body at once never holds one. Past the limit, a request whose next body
+# bytes are not there yet is answered 503 (Retry-After: 1) instead of waiting, so slow
+# senders can never take the connections that lookups need. sync: one request at a time.
+_WAITING = [0]  # readers of this worker now waiting for body bytes
+_WAITING_LOCK = threading.Lock()  # gthread: readers in several threads
 
 
 def _body_slots() -> int | None:
@@ -360,31 +372,44 @@ def _body_slots() -> int | None:
 
 
 class _BodyDeadline:
-    """The client socket as the request's body reader sees it: each recv() waits at most
-    until the body's deadline, then raises api.BodyTimedOut (the app answers 408 and
-    closes the connection); refused=True raises api.BodyRefused at once (503)."""
+    """The client socket as the request's body reader sees it: a recv() takes what has
+    arrived; else it waits, at most until the body's deadline (then api.BodyTimedOut:
+    408, connection closed), and only if fewer than the worker's body slots are waiting
+    already (else api.BodyRefused at once: 503)."""
 
-    def __init__(self, sock, seconds: float, refused: bool = False):
+    def __init__(self, sock, seconds: float, slots: int | None):
         self.sock = sock
         self.deadline = time.monotonic() + seconds
         self.timeout_before = sock.gettimeout()
-        self.refused = refused
+        self.slots = slots
 
     def recv(self, size: int) -> bytes:
-        if self.refused:
-            raise _api.BodyRefused(
-                f"this worker is receiving {len(_RECEIVING):,} request bodies, as many as it "
-                "may at once; retry"
-            )
         late = _api.BodyTimedOut(f"request body not received within {BODY_TIMEOUT:g} s")
+        self.sock.settimeout(0.0)
+        try:
+            return self.sock.recv(size)  # what has arrived: no wait, no slot
+        except (BlockingIOError, TimeoutError):
+            pass
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise late
-        self.sock.settimeout(left)
+        with _WAITING_LOCK:
+            waiting = _WAITING[0]
+            if self.slots is None or waiting < self.slots:
+                _WAITING[0] += 1
+        if self.slots is not None and waiting >= self.slots:
+            raise _api.BodyRefused(
+                f"this worker is waiting for {waiting:,} request bodies, as many as it may "
+                "at once; retry"
+            )
         try:
+            self.sock.settimeout(left)
             return self.sock.recv(size)
         except TimeoutError:
             raise late from None
+        finally:
+            with _WAITING_LOCK:
+                _WAITING[0] -= 1
 
     def __getattr__(self, name):
         return getattr(self.sock, name)
@@ -392,21 +417,13 @@ class _BodyDeadline:
 
 def _bound_body(req) -> None:
     unreader = getattr(req, "unreader", None)
-    if unreader is None or not hasattr(unreader, "sock"):
-        return
-    slots = _body_slots()
-    refused = slots is not None and len(_RECEIVING) >= slots
-    if refused:
-        req.force_close()
-    else:
-        _RECEIVING.add(id(req))
-    unreader.sock = _BodyDeadline(unreader.sock, BODY_TIMEOUT, refused)
+    if unreader is not None and hasattr(unreader, "sock"):
+        unreader.sock = _BodyDeadline(unreader.sock, BODY_TIMEOUT, _body_slots())
 
 
 def _unbound_body(req) -> None:
     """After the request: the connection's socket as it was (the next request on it has
     its own deadline)."""
-    _RECEIVING.discard(id(req))
     unreader = getattr(req, "unreader", None)
     bounded = getattr(unreader, "sock", None)
     if isinstance(bounded, _BodyDeadline):
@@ -420,9 +437,6 @@ class _Interrupted(BaseException):
     def __init__(self, signum: int):
         super().__init__(signum)
         self.signum = signum
-
-
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
 
 def _interrupt(signum, frame):

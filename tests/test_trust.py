@@ -230,6 +230,28 @@ def test_a_truncated_snapshot_does_not_crash_workers_in_a_loop(start_server, tmp
     assert requests.get(f"{server.url}/readyz", timeout=30).status_code == 503
 
 
+def test_a_snapshot_damaged_with_its_size_and_time_kept_is_503_not_a_halt(
+    start_server, tmp_path
+):
+    """Before: a worker whose store could not be opened at fork (LMDB: MDB_INVALID) exited
+    as a boot error, and gunicorn stopped the whole server for it."""
+    root = tmp_path / "root"
+    versions.publish(tagged(tmp_path, "v1"), root)
+    server = start_server(root)
+    data = root / "version-1" / snapshot.DATA_FILE
+    kept = data.stat()
+    with open(data, "r+b") as f:  # root ignores the read-only mode
+        f.seek(16)  # the meta page's magic
+        f.write(b"\0" * 8)
+    os.utime(data, ns=(kept.st_atime_ns, kept.st_mtime_ns))
+    for worker in children(server.proc.pid):
+        os.kill(worker, signal.SIGKILL)
+    wait_for(lambda: server.log().count("cannot be read: ") >= 2)
+    assert server.proc.poll() is None
+    assert lookups(server.url, keys_of()[:50]) == {503: 50}
+    assert requests.get(f"{server.url}/readyz", timeout=30).status_code == 503
+
+
 def test_a_worker_refuses_a_snapshot_changed_before_it_started(tmp_path):
     root = tmp_path / "root"
     versions.publish(tagged(tmp_path, "v1"), root)

@@ -385,7 +385,17 @@ class SnapshotStore(ByGet, Mapping[str, str]):
                 self._next_check = 0.0
         if self._changed is not None or time.monotonic() >= self._next_check:
             self._check_unchanged()
-        return _reader(self._data, self.manifest["data_bytes"])
+        try:
+            return _reader(self._data, self.manifest["data_bytes"])
+        except lmdb.Error as e:
+            raise self._unreadable(e) from None
+
+    def _unreadable(self, e: lmdb.Error) -> SnapshotChanged:
+        """LMDB cannot open or read a file whose identity did not change (damaged in place
+        with its size and time kept): it is never read again, as a changed one."""
+        release(self._data)
+        self._changed = f"{self._data}: cannot be read: {e}; publish a new version and reload"
+        return SnapshotChanged(self._changed)
 
     def _check_unchanged(self) -> None:
         self._next_check = time.monotonic() + CHECK_EVERY
@@ -440,7 +450,11 @@ class SnapshotStore(ByGet, Mapping[str, str]):
         canonical = canonical_key(key)
         if canonical is None:
             return default
-        value = self._reader().get(key_bytes(canonical))
+        txn = self._reader()
+        try:
+            value = txn.get(key_bytes(canonical))
+        except lmdb.Error as e:
+            raise self._unreadable(e) from None
         return default if value is None else value.decode("utf-8")
 
     def get_many(self, keys: Sequence[str]) -> list[str | None]:
@@ -451,7 +465,11 @@ class SnapshotStore(ByGet, Mapping[str, str]):
             return [self.get(key) for key in keys]
         raw = key_bytes_many(nibbles)
         wanted = [raw[i : i + 16] for i in range(0, len(raw), 16)]
-        found = dict(self._reader().cursor().getmulti(sorted(set(wanted))))
+        txn = self._reader()
+        try:
+            found = dict(txn.cursor().getmulti(sorted(set(wanted))))
+        except lmdb.Error as e:
+            raise self._unreadable(e) from None
         return [None if (v := found.get(k)) is None else v.decode("utf-8") for k in wanted]
 
     def __iter__(self) -> Iterator[str]:
