@@ -230,9 +230,7 @@ def test_a_truncated_snapshot_does_not_crash_workers_in_a_loop(start_server, tmp
     assert requests.get(f"{server.url}/readyz", timeout=30).status_code == 503
 
 
-def test_a_snapshot_damaged_with_its_size_and_time_kept_is_503_not_a_halt(
-    start_server, tmp_path
-):
+def test_a_snapshot_damaged_with_its_size_and_time_kept_is_503_not_a_halt(start_server, tmp_path):
     """Before: a worker whose store could not be opened at fork (LMDB: MDB_INVALID) exited
     as a boot error, and gunicorn stopped the whole server for it."""
     root = tmp_path / "root"
