@@ -475,13 +475,14 @@ def on_reload(server):
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     changed = getattr(served, "changed", lambda: None)()
+    del served  # the old store's last reference here: freed below, not at return
     if changed and store is None:
         # New workers will answer 503 (post_fork checks the file again): say it here.
         server.log.error("the data served is no longer servable: %s", changed)
     if store is not None:
         _app.set_store(app, store)
         version, pairs = store.version, len(store)
-        del store
+        del store, opened
         _release_memory()
         server.log.info("reload done: serving version %s, %s pairs", version, f"{pairs:,}")
         _metrics.RELOADS.labels("succeeded").inc()
