@@ -256,9 +256,11 @@ def test_serve_a_root_then_publish_and_reload_with_no_failed_request(start_serve
     old_etag = requests.get(f"{server.url}/items/{keys[0]}", timeout=5).headers["ETag"]
     clients = streams(server.url, keys)
     publish(_tagged(tmp_path, "new"), root)
+    old_workers = children(server.proc.pid)
     server.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: all(str(c.results[-1][3]).startswith("new:") for c in clients))
-    wait_for(lambda: len(children(server.proc.pid)) == 2)
+    # every old worker gone (two workers is true before the reload too)
+    wait_for(lambda: not children(server.proc.pid) & old_workers)
     per_client = [c.results for c in clients]
     results = finish(clients)
     assert [r for r in results if r[2] != 200] == []
