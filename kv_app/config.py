@@ -1,8 +1,9 @@
 """Every kv_app setting: the one place its type, range, default and help line live.
 
-Each setting has three spellings: the config key (``DATA_PATH``), the environment
-variable (``KV_DATA_PATH``) and the command-line flag (``--data-path``). Values are
-checked wherever they come from; a bad one is a ConfigError naming it.
+Each setting has three spellings: the config key (``MAX_BATCH``), the environment
+variable (``KV_MAX_BATCH``) and the command-line flag (``--max-batch``); the data path
+is the exception, the DATA_FILE argument of ``kv-app serve`` (or ``KV_DATA_PATH``).
+Values are checked wherever they come from; a bad one is a ConfigError naming it.
 """
 
 from __future__ import annotations
