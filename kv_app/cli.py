@@ -157,12 +157,14 @@ def _built(manifest: dict, data_file: str) -> None:
     help="Split by the id's first hex digit into SNAPSHOT_DIR/shard-0 ... (one per node).",
 )
 @_option("MAX_VALUE_BYTES")
+@_option("TMP_DIR")
 def build(
     data_file: str,
     snapshot_dir: str,
     on_error: str | None,
     shards: str,
     max_value_bytes: int | None,
+    tmp_dir: str | None,
 ) -> None:
     """Build a snapshot of DATA_FILE at SNAPSHOT_DIR (which must not exist), then serve it
     with `kv-app serve SNAPSHOT_DIR`. Lines are checked as serving the file checks them."""
@@ -176,6 +178,8 @@ def build(
             progress=tty_progress(),
             shards=int(shards),
             max_value_bytes=max_value_bytes,
+            tmp_dir=tmp_dir,
+            say=_say,
         )
     _built(manifest, data_file)
     click.echo(f"built {snapshot_dir}")
@@ -187,12 +191,14 @@ def build(
 @_option("ON_ERROR")
 @_option("KEEP_VERSIONS")
 @_option("MAX_VALUE_BYTES")
+@_option("TMP_DIR")
 def publish(
     data_file: str,
     root: str,
     on_error: str | None,
     keep_versions: int | None,
     max_value_bytes: int | None,
+    tmp_dir: str | None,
 ) -> None:
     """Build DATA_FILE as ROOT's next version-N, check it, then point ROOT/current at it.
     Serve ROOT with `kv-app serve ROOT`; SIGHUP moves a running server to the new current."""
@@ -208,6 +214,7 @@ def publish(
             progress=tty_progress(),
             say=_say,
             max_value_bytes=max_value_bytes,
+            tmp_dir=tmp_dir,
         )
     _built(manifest, data_file)
     click.echo(f"published {root}/version-{number}; current -> version-{number}")

@@ -168,6 +168,13 @@ SETTINGS: tuple[Setting, ...] = (
         choices=("debug", "info", "warning", "error", "critical"),
     ),
     Setting("PID_FILE", None, "Write the master's PID to this file (for kill -HUP)."),
+    # Read by kv-app build and publish.
+    Setting(
+        "TMP_DIR",
+        None,
+        "Directory for a build's temporary runs (about the size of the text, removed "
+        "after the build); default: beside the snapshot.",
+    ),
     # Read by kv-app publish.
     Setting(
         "KEEP_VERSIONS",

@@ -431,3 +431,76 @@ def test_build_and_publish_take_the_limit_from_the_environment(tmp_path, monkeyp
     with pytest.raises(LoadError, match=f"^{re.escape(f'{path}:2: {OVER}')}$"):
         publish(path, root)
     assert versions.current_version(root) is None and versions.versions(root) == []
+
+
+# --- Builds in bounded memory: runs on disk, a partition at a time (issue 15) -------------
+
+
+def _with_repeats(tmp_path) -> tuple[Path, dict]:
+    """2,000 generated pairs, then the same keys with other values (every key repeated,
+    in other chunks and partitions), then a bad line: what a lenient load keeps."""
+    pairs = list(make_data.pairs(2000, seed=7))
+    text = "".join(f"{k} {v}\n" for k, v in pairs) + "".join(f"{k} again\n" for k, _ in pairs)
+    path = tmp_path / "repeats.data"
+    path.write_text(text + "not a pair\n")
+    return path, dict(pairs)
+
+
+@pytest.mark.parametrize("partition_bytes", [1, 4096, building.PARTITION_BYTES])
+@pytest.mark.parametrize("chunk", [4096, building.CHUNK_BYTES])
+def test_partitions_and_runs_do_not_change_what_is_built(
+    monkeypatch, tmp_path, partition_bytes, chunk
+):
+    """Whatever the partitions (16 to 65,536) and chunks (runs), the snapshot holds what
+    the load holds, and a strict build fails with the load's message, every repeat named."""
+    monkeypatch.setattr(building, "PARTITION_BYTES", partition_bytes)
+    monkeypatch.setattr(building, "CHUNK_BYTES", chunk)
+    path, kept = _with_repeats(tmp_path)
+    manifest = build(path, tmp_path / "snap", strict=False)
+    store = open_snapshot(tmp_path / "snap")
+    assert dict(store) == kept == dict(loader.load(path, strict=False)[0])
+    assert list(store) == sorted(kept) and manifest["skipped_lines"] == 2001
+    with pytest.raises(LoadError) as building_error:
+        build(path, tmp_path / "strict")
+    with pytest.raises(LoadError) as loading_error:
+        loader.load(path)
+    assert str(building_error.value) == str(loading_error.value)
+    assert len(building_error.value.problems) == 2001
+    for shards in (2, 16):
+        build(path, tmp_path / f"shards-{shards}", strict=False, shards=shards)
+        whole = {}
+        for index in range(shards):
+            whole.update(open_snapshot(tmp_path / f"shards-{shards}" / f"shard-{index}"))
+        assert whole == kept
+
+
+def test_a_build_says_where_its_runs_go_and_leaves_none(monkeypatch, tmp_path, data_file):
+    monkeypatch.setattr(building, "SAY_SPACE_FROM", 0)
+    runs = tmp_path / "runs"
+    said = []
+    build(data_file, tmp_path / "snap", tmp_dir=runs, say=said.append)
+    size = data_file.stat().st_size / 1e6
+    assert re.fullmatch(
+        rf"building: temporary runs of about {size:,.0f} MB in {runs}/\.kv-app-build-\w+, "
+        "removed at the end",
+        said[0],
+    )
+    assert list(runs.iterdir()) == []
+    bad = write(tmp_path, b"broken\n", name="bad.data")
+    with pytest.raises(LoadError):
+        build(bad, tmp_path / "bad.snap", tmp_dir=runs)
+    assert list(runs.iterdir()) == [] and not (tmp_path / "bad.snap").exists()
+
+
+def test_build_and_publish_take_the_tmp_dir_flag(tmp_path, data_file, monkeypatch):
+    monkeypatch.setattr(building, "SAY_SPACE_FROM", 0)
+    runs = tmp_path / "runs"
+    r = CliRunner().invoke(
+        cli.cli, ["build", str(data_file), str(tmp_path / "snap"), "--tmp-dir", str(runs)]
+    )
+    assert r.exit_code == 0 and f"in {runs}/.kv-app-build-" in r.stderr
+    r = CliRunner(env={"KV_TMP_DIR": str(runs)}).invoke(
+        cli.cli, ["publish", str(data_file), str(tmp_path / "root")]
+    )
+    assert r.exit_code == 0 and f"in {runs}/.kv-app-build-" in r.stderr
+    assert list(runs.iterdir()) == []

@@ -5,6 +5,7 @@ disks are one line. Against real servers where the defect lived there."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -161,10 +162,14 @@ def test_a_publish_removes_what_a_killed_publish_left(tmp_path):
     versions.publish(tagged(tmp_path, "v1"), root)
     (root / ".version-2.abc123").mkdir()  # a build's temporary directory
     (root / ".version-2.abc123" / "data.mdb").write_bytes(b"half")
+    (root / ".kv-app-build-xyz").mkdir()  # a build's temporary runs
     said = []
     versions.publish(tagged(tmp_path, "v2"), root, say=said.append)
-    assert not (root / ".version-2.abc123").exists()
-    assert said == [f"{root}: removed .version-2.abc123, left by a publish that did not finish"]
+    assert not (root / ".version-2.abc123").exists() and not (root / ".kv-app-build-xyz").exists()
+    assert sorted(said[:2]) == [
+        f"{root}: removed .kv-app-build-xyz, left by a publish that did not finish",
+        f"{root}: removed .version-2.abc123, left by a publish that did not finish",
+    ]
 
 
 # --- 3. A snapshot changed in place ---------------------------------------------------------
@@ -365,16 +370,30 @@ def test_a_read_only_root_is_one_line(tmpfs, tmp_path):
 
 def test_a_full_disk_is_said_before_the_build(tmpfs, tmp_path):
     """Before: a traceback ending in `lmdb.Error: mdb_txn_commit: Input/output error`."""
-    with pytest.raises(SnapshotError, match=r"MB free, a snapshot of this file needs about"):
-        versions.publish(tagged(tmp_path, "v1", pairs=20_000), tmpfs / "root")
-    assert versions.versions(tmpfs / "root") == []
-
-
-def test_a_disk_that_fills_during_the_build_is_one_line(tmpfs, tmp_path, monkeypatch):
-    monkeypatch.setattr(building, "SPACE_PER_TEXT_BYTE", 0.0)  # let it start
     with pytest.raises(SnapshotError) as refused:
         versions.publish(tagged(tmp_path, "v1", pairs=20_000), tmpfs / "root")
-    assert str(refused.value) == (
-        f"{tmpfs / 'root'}: no space left on device while writing the snapshot (nothing kept)"
+    assert re.fullmatch(
+        rf"{tmpfs / 'root'}: [\d.]+ MB free, this build needs about [\d.]+ MB there for the "
+        r"snapshot and its temporary runs \(each about the size of the text; --tmp-dir puts "
+        r"the runs elsewhere\)",
+        str(refused.value),
     )
+    assert versions.versions(tmpfs / "root") == []
+    # With the runs elsewhere, the snapshot alone fits.
+    versions.publish(tagged(tmp_path, "v1", pairs=5_000), tmpfs / "root", tmp_dir=tmp_path)
+    assert versions.versions(tmpfs / "root") == [1]
+
+
+@pytest.mark.parametrize("fills", ["the snapshot", "its temporary runs"])
+def test_a_disk_that_fills_during_the_build_is_one_line(tmpfs, tmp_path, monkeypatch, fills):
+    monkeypatch.setattr(building, "SPACE_PER_TEXT_BYTE", 0.0)  # let it start
+    monkeypatch.setattr(building, "RUNS_PER_TEXT_BYTE", 0.0)
+    runs = tmpfs if fills == "its temporary runs" else tmp_path  # room for them or not
+    with pytest.raises(SnapshotError) as refused:
+        versions.publish(tagged(tmp_path, "v1", pairs=20_000), tmpfs / "root", tmp_dir=runs)
+    where = runs if fills == "its temporary runs" else tmpfs / "root"
+    assert str(refused.value) == (
+        f"{where}: no space left on device while writing {fills} (nothing kept)"
+    )
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".kv-app-build-")] == []
     assert sorted(p.name for p in (tmpfs / "root").iterdir()) == [versions.LOCK]

@@ -1,6 +1,8 @@
-"""Building a snapshot (kv_app/stores/snapshot.py) from a text file: every line checked
-as the strict load checks it, keys sorted, written to LMDB in key order, synced, renamed
-into place; optionally split into shards by the id's first hex digit."""
+"""Building a snapshot (kv_app/stores/snapshot.py) from a text file, in memory that does
+not grow with the data: every line checked as the strict load checks it; the good pairs
+partitioned by the key's leading hex digits into runs on disk (keys and values), each
+partition then sorted alone and appended to LMDB in key order; synced, renamed into
+place; optionally split into shards by the id's first hex digit."""
 
 from __future__ import annotations
 
@@ -32,37 +34,40 @@ from kv_app.stores.snapshot import (
 )
 
 # Work on the text file this many bytes at a time (bounds the transient memory).
-CHUNK_BYTES = 64 * 1024 * 1024
+CHUNK_BYTES = 16 * 1024 * 1024
 # How many shards a build can split into: a shard is a range of first hex digits.
 SHARD_COUNTS = (1, 2, 4, 8, 16)
 # Pairs written to LMDB per transaction.
 WRITE_BATCH = 200_000
+# The most text bytes a partition should hold: what one partition's sort holds in memory
+# (its values and 40 bytes a pair) is about this. A partition is a range of leading hex
+# digits (1 to 4 of them: 16 to 65,536 partitions), chosen by the text's size.
+PARTITION_BYTES = 32 * 1024 * 1024
+# One record a pair in the runs: the key's halves, its line, where its value is in the
+# run's values, and its length.
+RECORD = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("line", "<u8"), ("at", "<i8"), ("len", "<i8")])
 
 
 @dataclass
-class _Pairs:
-    """Where every good pair of a text file is: key halves, value span, line number."""
+class _Found:
+    """What a scan found besides the good pairs: the bad lines, a byte-order mark."""
 
-    hi: np.ndarray
-    lo: np.ndarray
-    start: np.ndarray  # of the value in the file
-    end: np.ndarray
-    line: np.ndarray
     problems: list[Problem]
-    bom: bool
+    bom: bool = False
 
 
 def _scan(
     mm: mmap.mmap,
     view: memoryview,
     progress: Progress | None,
+    found: _Found,
     max_value_bytes: int | None = None,
-) -> _Pairs:
-    """Check every line of a whole file (a read-only mmap) as the strict load does and
-    locate the good pairs; the file's bytes are never copied whole, nor a line longer
-    than a chunk whose value is over max_value_bytes (None: no limit)."""
-    hi, lo, start, end, line, problems = [], [], [], [], [], []
-    bom = False
+):
+    """Check every line of a whole file (a read-only mmap) as the strict load does; yield
+    the good pairs of each chunk as (hi, lo, start, end, line) arrays (start and end of
+    the value in the file), bad lines into found. The file's bytes are never copied whole,
+    nor a line longer than a chunk whose value is over max_value_bytes (None: no limit);
+    the pages of a chunk leave this process's memory once it is done."""
     size = len(view)
     base = line_base = 0
     while base < size:
@@ -71,7 +76,7 @@ def _scan(
         if max_value_bytes is not None and cut - base > CHUNK_BYTES:  # one line, that long
             oversize = _oversize(view, base, cut, line_base + 1, max_value_bytes)
         if oversize is not None:
-            problems.append(oversize)
+            found.problems.append(oversize)
             line_base += 1
             base = cut
             if progress is not None:
@@ -94,34 +99,31 @@ def _scan(
         if checked is not None:
             starts, ends, _ = checked
             h, low = _key_halves(chunk, starts)
-            hi.append(h)
-            lo.append(low)
-            start.append(starts + (base + KEY_LEN + 1))
-            end.append(ends + base)
-            line.append(np.arange(len(starts), dtype=np.uint64) + (line_base + 1))
+            number = np.arange(len(starts), dtype=np.uint64) + (line_base + 1)
+            yield h, low, starts + (base + KEY_LEN + 1), ends + base, number
             count = len(starts)
         else:  # the reference path, line by line, on this chunk only
+            hi, lo, start, end, line = [], [], [], [], []
             count, found_bom = _scan_lines(
-                chunk, base, line_base, hi, lo, start, end, line, problems, max_value_bytes
+                chunk, base, line_base, hi, lo, start, end, line, found.problems, max_value_bytes
             )
-            bom = bom or found_bom
+            found.bom = found.bom or found_bom
+            yield hi[0], lo[0], start[0], end[0], line[0]
         line_base += count
+        chunk.release()
+        _forget(mm, base, cut)
         base = cut
         if progress is not None:
             progress(base, size)
 
-    def joined(parts, dtype):
-        return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
 
-    return _Pairs(
-        joined(hi, np.uint64),
-        joined(lo, np.uint64),
-        joined(start, np.int64),
-        joined(end, np.int64),
-        joined(line, np.uint64),
-        problems,
-        bom,
-    )
+def _forget(mm: mmap.mmap, start: int, end: int) -> None:
+    """Drop the pages of mm[start:end] from this process (they stay in the page cache):
+    a scanned file does not grow the build's resident memory."""
+    page = mmap.PAGESIZE
+    first, last = -(-start // page) * page, end // page * page
+    if last > first:
+        mm.madvise(mmap.MADV_DONTNEED, first, last - first)
 
 
 def _cut(mm: mmap.mmap, base: int, size: int) -> int:
@@ -182,15 +184,67 @@ def _scan_lines(
     return number - line_base, bom
 
 
-def _sorted_unique(pairs: _Pairs, strict: bool, name: str) -> np.ndarray:
-    """The order that sorts the pairs by key, keeping the first line of a repeated key;
-    repeats become problems (strict: the build fails with all of them, by line)."""
-    order = np.argsort(pairs.hi)
-    hi = pairs.hi[order]
+class _Runs:
+    """Pairs on disk, by partition: for each chunk of the text, a file of its records and
+    a file of its values, each grouped by partition (the key's first `bits` bits)."""
+
+    def __init__(self, where: Path, bits: int):
+        self.where, self.bits = where, bits
+        self.count = 1 << bits
+        self.runs: list[tuple[Path, np.ndarray, Path, np.ndarray]] = []
+        self.pairs = 0
+
+    def add(self, mm: mmap.mmap, hi, lo, start, end, line) -> None:
+        """One chunk's good pairs (their values read from mm) as one run."""
+        part = (hi >> np.uint64(64 - self.bits)).astype(np.int64)
+        order = np.argsort(part, kind="stable")
+        part, start, end = part[order], start[order], end[order]
+        size = end - start
+        records = np.empty(len(order), dtype=RECORD)
+        records["hi"], records["lo"], records["line"] = hi[order], lo[order], line[order]
+        records["len"] = size
+        records["at"] = np.cumsum(size) - size
+        bounds = np.searchsorted(part, np.arange(self.count + 1))
+        value_bounds = np.concatenate(([0], np.cumsum(size)))[bounds]
+        n = len(self.runs)
+        keys, values = self.where / f"{n}.records", self.where / f"{n}.values"
+        records.tofile(keys)
+        with open(values, "wb") as f:
+            f.write(b"".join([mm[s:e] for s, e in zip(start.tolist(), end.tolist(), strict=True)]))
+        self.runs.append((keys, bounds, values, value_bounds))
+        self.pairs += len(order)
+
+    def partition(self, p: int) -> tuple[np.ndarray, bytes]:
+        """Partition p's records (their `at` into the values returned) and values."""
+        records, values = [], []
+        offset = 0
+        for keys, bounds, blob, value_bounds in self.runs:
+            count = int(bounds[p + 1] - bounds[p])
+            if not count:
+                continue
+            part = np.fromfile(
+                keys, dtype=RECORD, count=count, offset=int(bounds[p]) * RECORD.itemsize
+            )
+            part["at"] += offset - part["at"][0]
+            with open(blob, "rb") as f:
+                f.seek(int(value_bounds[p]))
+                values.append(f.read(int(value_bounds[p + 1] - value_bounds[p])))
+            offset += len(values[-1])
+            records.append(part)
+        if not records:
+            return np.empty(0, dtype=RECORD), b""
+        return np.concatenate(records), b"".join(values)
+
+
+def _sorted_unique(records: np.ndarray, problems: list[Problem]) -> np.ndarray:
+    """A partition's records sorted by key, keeping the first line of a repeated key;
+    the repeats become problems."""
+    order = np.argsort(records["hi"])
+    hi = records["hi"][order]
     if (hi[1:] == hi[:-1]).any():  # equal high halves: order by low half, then line
-        order = np.lexsort((pairs.line, pairs.lo, pairs.hi))
-        hi = pairs.hi[order]
-    lo = pairs.lo[order]
+        order = np.lexsort((records["line"], records["lo"], records["hi"]))
+    records = records[order]
+    hi, lo = records["hi"], records["lo"]
     repeat = np.flatnonzero((hi[1:] == hi[:-1]) & (lo[1:] == lo[:-1])) + 1
     if len(repeat):
         first_of = {}
@@ -198,18 +252,23 @@ def _sorted_unique(pairs: _Pairs, strict: bool, name: str) -> np.ndarray:
             j = first_of.get(i - 1, i - 1)
             first_of[i] = j
             key = key_text(int(hi[i]), int(lo[i]))
-            first_line = int(pairs.line[order[j]])
-            pairs.problems.append(
+            first_line = int(records["line"][j])
+            problems.append(
                 Problem(
-                    int(pairs.line[order[i]]),
-                    f"duplicate key {key} (first on line {first_line})",
+                    int(records["line"][i]), f"duplicate key {key} (first on line {first_line})"
                 )
             )
-        order = np.delete(order, repeat)
-    pairs.problems.sort(key=lambda p: p.line)
-    if pairs.problems and strict:
-        raise loader._error(name, pairs.problems)
-    return order
+        records = np.delete(records, repeat)
+    return records
+
+
+def _partition_bits(text_bytes: int) -> int:
+    """Leading bits of the key a partition is named by: whole hex digits (shards are
+    ranges of the first one), enough for PARTITION_BYTES of text a partition."""
+    bits = 4
+    while text_bytes >> bits > PARTITION_BYTES and bits < 16:
+        bits += 4
+    return bits
 
 
 def build(
@@ -220,15 +279,20 @@ def build(
     progress: Progress | None = None,
     shards: int = 1,
     max_value_bytes: int | None = None,
+    tmp_dir: str | os.PathLike[str] | None = None,
+    say=None,
 ) -> dict:
     """Build a snapshot of data_file at target (which must not exist); return its manifest.
 
     Every line is checked as the strict load checks it (same `path:line: reason`
     messages); strict=False leaves bad lines out. A value over max_value_bytes makes its
-    line bad (None: the KV_MAX_VALUE_BYTES setting; publish passes none). The snapshot is
-    written into a temporary directory beside target, synced, and renamed into place: a
-    reader never sees half of one. Memory: about 70 bytes per pair at the peak, plus the
-    page cache.
+    line bad (None: the KV_MAX_VALUE_BYTES setting). The good pairs go to temporary runs
+    in tmp_dir (default: beside target; about the text's size, said through say() first,
+    removed however the build ends), partitioned by the key's leading hex digits; each
+    partition is then sorted alone and appended to LMDB. Memory does not grow with the
+    data: about PARTITION_BYTES and a chunk of the text at a time. The snapshot is written
+    into a temporary directory beside target, synced, and renamed into place: a reader
+    never sees half of one.
 
     shards > 1 (2, 4, 8 or 16): target holds shard-0 ... shard-N-1, each a snapshot of
     the keys whose first hex digit falls in its range, with the shard map in its manifest.
@@ -242,9 +306,12 @@ def build(
     started = time.perf_counter()
     name = os.fspath(data_file)
     target = Path(target)
+    runs_parent = Path(tmp_dir) if tmp_dir is not None else target.parent
     if target.exists() or target.is_symlink():
         raise SnapshotError(f"{target}: already exists (a snapshot is never overwritten)")
-    tmp = None
+    tmp = runs_dir = None
+    writers: list[_Writer] = []
+    found = _Found([])
     try:
         with loader._open(name) as f, loader._read_errors(name):
             before = os.fstat(f.fileno())
@@ -255,39 +322,58 @@ def build(
                 )
             if before.st_size == 0:
                 raise SnapshotError(f"{name}: file is empty")
+            source_sha256 = hashlib.file_digest(f, "sha256").hexdigest()
+            _make_room(target.parent, runs_parent, before.st_size)
+            runs_dir = Path(tempfile.mkdtemp(prefix=".kv-app-build-", dir=runs_parent))
+            if say is not None and before.st_size >= SAY_SPACE_FROM:
+                say(
+                    f"building: temporary runs of about {before.st_size / 1e6:,.0f} MB in "
+                    f"{runs_dir}, removed at the end"
+                )
+            runs = _Runs(runs_dir, _partition_bits(before.st_size))
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             mm.madvise(mmap.MADV_SEQUENTIAL)
             view = memoryview(mm)
-            source_sha256 = _sha256(view)
-            pairs = _scan(mm, view, progress, max_value_bytes)
-            view.release()
-            order = _sorted_unique(pairs, strict, name)
-            if len(order) == 0:
-                raise SnapshotError(f"{name}: no valid pairs")
-            _make_room(target.parent, before.st_size)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-            written = []
-            # Sorted keys: each shard is one run of the order (by the first hex digit).
-            shard_of = (pairs.hi[order] >> np.uint64(60)).astype(np.int64) * shards // 16
-            bounds = np.searchsorted(shard_of, np.arange(shards + 1))
-            for index in range(shards):
-                where = tmp / f"shard-{index}" if shards > 1 else tmp
-                where.mkdir(exist_ok=True)
-                part = order[bounds[index] : bounds[index + 1]]
-                try:
-                    manifest = _write(where, mm, pairs, part, before.st_size)
-                except (lmdb.Error, OSError) as e:
-                    raise SnapshotError(_write_failed(target.parent, e)) from None
-                if shards > 1:
-                    manifest["shard"] = shard_info(index, shards)
-                    manifest["shard_map"] = [shard_info(i, shards) for i in range(shards)]
-                written.append((where, manifest))
-            mm.close()
+            try:
+                for hi, lo, start, end, line in _scan(mm, view, progress, found, max_value_bytes):
+                    if len(hi):
+                        runs.add(mm, hi, lo, start, end, line)
+            except OSError as e:
+                if e.filename is None and getattr(e, "errno", None) not in (errno.ENOSPC,):
+                    raise
+                raise SnapshotError(_write_failed(runs_parent, e, "its temporary runs")) from None
+            finally:
+                view.release()
+                mm.close()
             after = os.fstat(f.fileno())
             if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
                 raise SnapshotError(
                     f"{name}: file changed while it was being read; publish it by rename"
                 )
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        wheres = [tmp / f"shard-{index}" if shards > 1 else tmp for index in range(shards)]
+        try:
+            for where in wheres:
+                where.mkdir(exist_ok=True)
+                writers.append(_Writer(where, before.st_size))
+            pairs = _sort_and_append(runs, writers, found, strict, shards)
+        except (lmdb.Error, OSError) as e:
+            raise SnapshotError(_write_failed(target.parent, e)) from None
+        found.problems.sort(key=lambda p: p.line)
+        if found.problems and strict:
+            raise loader._error(name, found.problems)
+        if pairs == 0:
+            raise SnapshotError(f"{name}: no valid pairs")
+        written = []
+        for index, (where, writer) in enumerate(zip(wheres, writers, strict=True)):
+            try:
+                manifest = writer.finish()
+            except (lmdb.Error, OSError) as e:
+                raise SnapshotError(_write_failed(target.parent, e)) from None
+            if shards > 1:
+                manifest["shard"] = shard_info(index, shards)
+                manifest["shard_map"] = [shard_info(i, shards) for i in range(shards)]
+            written.append((where, manifest))
         umask = os.umask(0)
         os.umask(umask)
         for where, manifest in written:
@@ -300,7 +386,7 @@ def build(
                 },
                 built_at=iso_time(time.time()),
                 build_seconds=round(time.perf_counter() - started, 3),
-                skipped_lines=len(pairs.problems),
+                skipped_lines=len(found.problems),
             )
             try:
                 _write_json(where / MANIFEST, manifest)
@@ -314,42 +400,80 @@ def build(
         _fsync_dir(tmp)
         if shards > 1:  # report the whole
             total = sum(m["data_bytes"] for _, m in written)
-            manifest = {**manifest, "pairs": len(order), "data_bytes": total, "shards": shards}
+            manifest = {**manifest, "pairs": pairs, "data_bytes": total, "shards": shards}
         os.rename(tmp, target)
         _fsync_dir(target.parent)
     except BaseException:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {**manifest, "problems": pairs.problems, "bom": pairs.bom}  # for the caller
+    finally:
+        for writer in writers:
+            writer.close()
+        if runs_dir is not None:
+            shutil.rmtree(runs_dir, ignore_errors=True)
+    return {**manifest, "problems": found.problems, "bom": found.bom}  # for the caller
 
 
-# A snapshot takes about 0.85 times its text (62 bytes a pair for 73 of text, measured):
-# a build refuses to start where less than the text's size is free.
+def _sort_and_append(
+    runs: _Runs, writers: list[_Writer], found: _Found, strict: bool, shards: int
+) -> int:
+    """Each partition in key order: sorted, repeats found, appended to its shard's
+    writer (not once a strict build has failed: its repeats are still all found).
+    Returns the pairs kept."""
+    kept = 0
+    to_digit = runs.bits - 4
+    for p in range(runs.count):
+        records, values = runs.partition(p)
+        if not len(records):
+            continue
+        records = _sorted_unique(records, found.problems)
+        kept += len(records)
+        if not (strict and found.problems):
+            writers[(p >> to_digit) * shards // 16].append(records, values)
+    return kept
+
+
+# A snapshot takes about 0.85 times its text (62 bytes a pair for 73 of text, measured),
+# its temporary runs about 1.1 times (the values and 40 bytes a pair): a build refuses to
+# start where less is free.
 SPACE_PER_TEXT_BYTE = 1.0
+RUNS_PER_TEXT_BYTE = 1.1
+# A build of a text this large says first where its temporary runs go, and their size.
+SAY_SPACE_FROM = 64 * 1024 * 1024
 
 
-def _make_room(where: Path, text_bytes: int) -> None:
-    """Create where (a snapshot's parent directory) and check it has room for a build."""
-    try:
-        where.mkdir(parents=True, exist_ok=True)
-        stats = os.statvfs(where)
-    except FileExistsError:
-        raise SnapshotError(f"{where}: not a directory") from None
-    except OSError as e:
-        raise SnapshotError(f"{e.filename or where}: cannot write: {e.strerror or e}") from None
-    if not os.access(where, os.W_OK):
-        raise SnapshotError(f"{where}: cannot write: permission denied or read-only")
-    free = stats.f_bavail * stats.f_frsize
-    wanted = int(text_bytes * SPACE_PER_TEXT_BYTE)
-    if free < wanted:
-        raise SnapshotError(
-            f"{where}: {free / 1e6:,.1f} MB free, a snapshot of this file needs about "
-            f"{wanted / 1e6:,.1f} MB (about the size of the text)"
-        )
+def _make_room(where: Path, runs: Path, text_bytes: int) -> None:
+    """Create where (a snapshot's parent directory) and runs (its temporary runs'), and
+    check they have room for a build."""
+    need: dict[int, list] = {}
+    for path, per_byte, what in (
+        (where, SPACE_PER_TEXT_BYTE, "the snapshot"),
+        (runs, RUNS_PER_TEXT_BYTE, "its temporary runs"),
+    ):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            stats = os.statvfs(path)
+            device = path.stat().st_dev
+        except FileExistsError:
+            raise SnapshotError(f"{path}: not a directory") from None
+        except OSError as e:
+            raise SnapshotError(f"{e.filename or path}: cannot write: {e.strerror or e}") from None
+        if not os.access(path, os.W_OK):
+            raise SnapshotError(f"{path}: cannot write: permission denied or read-only")
+        entry = need.setdefault(device, [path, stats.f_bavail * stats.f_frsize, 0, []])
+        entry[2] += int(text_bytes * per_byte)
+        entry[3].append(what)
+    for path, free, wanted, what in need.values():
+        if free < wanted:
+            raise SnapshotError(
+                f"{path}: {free / 1e6:,.1f} MB free, this build needs about "
+                f"{wanted / 1e6:,.1f} MB there for {' and '.join(what)} (each about the "
+                "size of the text; --tmp-dir puts the runs elsewhere)"
+            )
 
 
-def _write_failed(where: Path, e: Exception) -> str:
+def _write_failed(where: Path, e: Exception, what: str = "the snapshot") -> str:
     """One line for a write that failed: a full disk is said as such (LMDB reports one
     as an Input/output error)."""
     try:
@@ -358,10 +482,10 @@ def _write_failed(where: Path, e: Exception) -> str:
     except OSError:
         full = False
     if full or getattr(e, "errno", None) == errno.ENOSPC:
-        return f"{where}: no space left on device while writing the snapshot (nothing kept)"
+        return f"{where}: no space left on device while writing {what} (nothing kept)"
     if isinstance(e, OSError):
         return f"{e.filename or where}: cannot write: {e.strerror or e}"
-    return f"{where}: cannot write the snapshot: {e}"
+    return f"{where}: cannot write {what}: {e}"
 
 
 def shard_info(index: int, count: int) -> dict:
@@ -371,55 +495,64 @@ def shard_info(index: int, count: int) -> dict:
     return {"index": index, "count": count, "digits": digits}
 
 
-def _sha256(view: memoryview) -> str:
-    digest = hashlib.sha256()
-    for at in range(0, len(view), CHUNK_BYTES):
-        digest.update(view[at : at + CHUNK_BYTES])
-    return digest.hexdigest()
+class _Writer:
+    """One snapshot's data.mdb, written in key order, a partition at a time."""
 
+    def __init__(self, where: Path, text_bytes: int):
+        self.path = where / DATA_FILE
+        # The map only reserves address space; the file grows as pages are written.
+        self.env = lmdb.open(
+            str(self.path),
+            map_size=max(1 << 26, 3 * text_bytes),
+            subdir=False,
+            lock=False,
+            sync=False,
+        )
+        self.pairs = 0
+        self.example: str | None = None
 
-def _write(tmp: Path, mm: mmap.mmap, pairs: _Pairs, order: np.ndarray, size: int) -> dict:
-    path = tmp / DATA_FILE
-    # The map only reserves address space; the file grows as pages are written.
-    env = lmdb.open(
-        str(path), map_size=max(1 << 26, 3 * size), subdir=False, lock=False, sync=False
-    )
-    try:
-        for first in range(0, len(order), WRITE_BATCH):
-            # One transaction per batch: LMDB keeps a transaction's dirty pages in
-            # memory until it commits, so one for everything held a copy of the data.
-            # (Nobody sees the file before the rename, so partial commits are harmless.)
-            with env.begin(write=True) as txn:
-                cursor = txn.cursor()
-                part = order[first : first + WRITE_BATCH]
-                halves = np.empty((len(part), 2), dtype=">u8")
-                halves[:, 0], halves[:, 1] = pairs.hi[part], pairs.lo[part]
-                keys = halves.tobytes()
-                items = (
-                    (keys[16 * i : 16 * i + 16], mm[s:e])
-                    for i, (s, e) in enumerate(
-                        zip(pairs.start[part].tolist(), pairs.end[part].tolist(), strict=True)
-                    )
+    def append(self, records: np.ndarray, values: bytes) -> None:
+        """Sorted records (keys above any written so far) and the values they point into."""
+        for first in range(0, len(records), WRITE_BATCH):
+            part = records[first : first + WRITE_BATCH]
+            halves = np.empty((len(part), 2), dtype=">u8")
+            halves[:, 0], halves[:, 1] = part["hi"], part["lo"]
+            keys = halves.tobytes()
+            items = (
+                (keys[16 * i : 16 * i + 16], values[at : at + size])
+                for i, (at, size) in enumerate(
+                    zip(part["at"].tolist(), part["len"].tolist(), strict=True)
                 )
-                consumed, added = cursor.putmulti(items, append=True)
-                if added != len(part):
-                    raise SnapshotError(f"{path}: wrote {added} of {len(part)} pairs")
-        env.sync(True)
-        example = key_text(int(pairs.hi[order[0]]), int(pairs.lo[order[0]])) if len(order) else None
-    finally:
-        env.close()
-    with open(path, "rb") as f:
-        data_sha256 = hashlib.file_digest(f, "sha256").hexdigest()
-        os.fsync(f.fileno())
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "pairs": len(order),
-        "data_bytes": path.stat().st_size,
-        "data_sha256": data_sha256,
-        "example_key": example,
-        "kv_app_version": __version__,
-    }
+            )
+            # One transaction per batch: LMDB keeps a transaction's dirty pages in memory
+            # until it commits. (Nobody sees the file before the rename.)
+            with self.env.begin(write=True) as txn:
+                consumed, added = txn.cursor().putmulti(items, append=True)
+            if added != len(part):
+                raise SnapshotError(f"{self.path}: wrote {added} of {len(part)} pairs")
+        if self.example is None and len(records):
+            self.example = key_text(int(records["hi"][0]), int(records["lo"][0]))
+        self.pairs += len(records)
+
+    def finish(self) -> dict:
+        """Sync and close; the manifest's fields about the data file."""
+        self.env.sync(True)
+        self.close()
+        with open(self.path, "rb") as f:
+            data_sha256 = hashlib.file_digest(f, "sha256").hexdigest()
+            os.fsync(f.fileno())
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "pairs": self.pairs,
+            "data_bytes": self.path.stat().st_size,
+            "data_sha256": data_sha256,
+            "example_key": self.example,
+            "kv_app_version": __version__,
+        }
+
+    def close(self) -> None:
+        self.env.close()  # a second close does nothing
 
 
 def _write_json(path: Path, payload: dict) -> None:

@@ -32,8 +32,9 @@ from kv_app.stores.snapshot import (
 )
 
 LOCK = ".lock"
-# What a publish killed half-way leaves: build's temporary directories, prune's renames.
-_LEFTOVER = re.compile(r"^\.version-\d+\..+$")
+# What a publish killed half-way leaves: build's temporary directories and runs, prune's
+# renames.
+_LEFTOVER = re.compile(r"^\.(version-\d+\..+|kv-app-build-.+)$")
 
 Say = Callable[[str], None]
 
@@ -112,13 +113,14 @@ def publish(
     progress: Progress | None = None,
     say: Say = _quiet,
     max_value_bytes: int | None = None,
+    tmp_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[int, dict]:
     """Build data_file as the next version under root, check it (every byte), then make
     it current; keep the newest `keep` versions (the current one always, and any that a
     live server holds). A version that fails its build or its checks is removed and never
     made current. All of it under root's lock; say() gets a line for each thing worth
     telling (a wait for the lock, leftovers removed, versions kept because in use).
-    max_value_bytes: as build's."""
+    max_value_bytes, tmp_dir: as build's."""
     root = Path(root)
     with locked(root, say):
         current_version(root)  # a bad `current` is refused before a long build
@@ -127,7 +129,13 @@ def publish(
         number = max(versions(root), default=0) + 1
         target = root / f"version-{number}"
         manifest = build(
-            data_file, target, strict=strict, progress=progress, max_value_bytes=max_value_bytes
+            data_file,
+            target,
+            strict=strict,
+            progress=progress,
+            max_value_bytes=max_value_bytes,
+            tmp_dir=tmp_dir,
+            say=say,
         )
         try:
             verify(target)

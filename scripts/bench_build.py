@@ -1,0 +1,104 @@
+"""Time, peak memory and disk of `kv-app build` at a given size, measured from outside.
+
+    python scripts/bench_build.py 1000000 [10000000 ...] [--work DIR] [-- BUILD FLAGS]
+
+For each size: a data file of that many pairs (scripts/make_data.py, kept in --work for
+the next run), then `kv-app build` in a child process whose resident memory (its own and
+its children's) is sampled every 20 ms. Prints one line a size: pairs, text MB, seconds,
+peak RSS MB, snapshot MB, and the most the build's directory held besides the snapshot
+(its temporary runs) as sampled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+KV_APP = str(Path(sys.executable).with_name("kv-app"))
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of pid and every descendant."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        todo.extend(int(c) for c in children)
+    return total
+
+
+def du(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def measure(pairs: int, work: Path, flags: list[str]) -> str:
+    data = work / f"{pairs}.data"
+    if not data.exists():
+        subprocess.run(
+            [sys.executable, str(HERE / "make_data.py"), str(pairs), str(data)], check=True
+        )
+    out = work / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    target = out / "snap"
+    started = time.monotonic()
+    build = subprocess.Popen(
+        [KV_APP, "build", str(data), str(target), *flags],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    peak = held = 0
+    while build.poll() is None:
+        peak = max(peak, tree_rss(build.pid))
+        if not target.exists():
+            held = max(held, du(out))
+        time.sleep(0.02)
+    seconds = time.monotonic() - started
+    if build.returncode != 0:
+        raise SystemExit(f"build failed: {build.stderr.read()}")
+    build.stderr.close()
+    snapshot = du(target)
+    shutil.rmtree(out)
+    return (
+        f"{pairs:>12,} pairs, {data.stat().st_size / 1e6:>9,.1f} MB text: {seconds:7.1f} s, "
+        f"peak RSS {peak / 1e6:7,.1f} MB, snapshot {snapshot / 1e6:9,.1f} MB, "
+        f"temporary space up to {held / 1e6:9,.1f} MB"
+    )
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    flags = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("pairs", type=int, nargs="+")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/kv-bench-build"))
+    args = parser.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    print(f"# {os.cpu_count()} cores; kv-app build {' '.join(flags)}".rstrip(), flush=True)
+    for pairs in args.pairs:
+        print(measure(pairs, args.work, flags), flush=True)
+
+
+if __name__ == "__main__":
+    main()
