@@ -451,7 +451,7 @@ def _with_repeats(tmp_path) -> tuple[Path, dict]:
 def test_partitions_and_runs_do_not_change_what_is_built(
     monkeypatch, tmp_path, partition_bytes, chunk
 ):
-    """Whatever the partitions (16 to 65,536) and chunks (runs), the snapshot holds what
+    """Whatever the partitions (16 or 256) and chunks, the snapshot holds what
     the load holds, and a strict build fails with the load's message, every repeat named."""
     monkeypatch.setattr(building, "PARTITION_BYTES", partition_bytes)
     monkeypatch.setattr(building, "CHUNK_BYTES", chunk)

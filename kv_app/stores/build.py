@@ -41,8 +41,11 @@ SHARD_COUNTS = (1, 2, 4, 8, 16)
 WRITE_BATCH = 200_000
 # The most text bytes a partition should hold: what one partition's sort holds in memory
 # (its values and 40 bytes a pair) is about this. A partition is a range of leading hex
-# digits (1 to 4 of them: 16 to 65,536 partitions), chosen by the text's size.
+# digits, 1 or 2 of them (16 or 256 partitions: two files each, all open while the text is
+# read), chosen by the text's size: past 256 x PARTITION_BYTES of text (8 GB, about 110M
+# pairs) a partition holds more (1B pairs: about 285 MB of text).
 PARTITION_BYTES = 32 * 1024 * 1024
+MAX_PARTITION_BITS = 8
 # One record a pair in the runs: the key's halves, its line, where its value is in the
 # run's values, and its length.
 RECORD = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("line", "<u8"), ("at", "<i8"), ("len", "<i8")])
@@ -184,18 +187,23 @@ def _scan_lines(
     return number - line_base, bom
 
 
+class _RunsNotWritten(Exception):
+    """Writing the runs failed (a full disk: numpy says "N requested and M written")."""
+
+
 class _Runs:
-    """Pairs on disk, by partition: for each chunk of the text, a file of its records and
-    a file of its values, each grouped by partition (the key's first `bits` bits)."""
+    """Pairs on disk, by partition (the key's first `bits` bits): for each partition a
+    file of records and a file of values, appended to chunk after chunk."""
 
     def __init__(self, where: Path, bits: int):
         self.where, self.bits = where, bits
         self.count = 1 << bits
-        self.runs: list[tuple[Path, np.ndarray, Path, np.ndarray]] = []
+        self.files: dict[int, tuple] = {}  # partition -> (records file, values file)
+        self.value_bytes = np.zeros(self.count, dtype=np.int64)  # in each values file
         self.pairs = 0
 
     def add(self, mm: mmap.mmap, hi, lo, start, end, line) -> None:
-        """One chunk's good pairs (their values read from mm) as one run."""
+        """One chunk's good pairs, their values read from mm, appended to their partitions."""
         part = (hi >> np.uint64(64 - self.bits)).astype(np.int64)
         order = np.argsort(part, kind="stable")
         part, start, end = part[order], start[order], end[order]
@@ -203,37 +211,51 @@ class _Runs:
         records = np.empty(len(order), dtype=RECORD)
         records["hi"], records["lo"], records["line"] = hi[order], lo[order], line[order]
         records["len"] = size
-        records["at"] = np.cumsum(size) - size
+        records["at"] = np.cumsum(size) - size  # in this chunk's values, for now
+        values = b"".join([mm[s:e] for s, e in zip(start.tolist(), end.tolist(), strict=True)])
         bounds = np.searchsorted(part, np.arange(self.count + 1))
-        value_bounds = np.concatenate(([0], np.cumsum(size)))[bounds]
-        n = len(self.runs)
-        keys, values = self.where / f"{n}.records", self.where / f"{n}.values"
-        records.tofile(keys)
-        with open(values, "wb") as f:
-            f.write(b"".join([mm[s:e] for s, e in zip(start.tolist(), end.tolist(), strict=True)]))
-        self.runs.append((keys, bounds, values, value_bounds))
+        for p in np.flatnonzero(bounds[1:] > bounds[:-1]).tolist():
+            first, last = int(bounds[p]), int(bounds[p + 1])
+            piece = records[first:last]
+            at = int(piece["at"][0])
+            piece["at"] += self.value_bytes[p] - at  # in the partition's values file
+            ends = at + int(piece["len"].sum())
+            try:
+                keys, blob = self._files(p)
+                piece.tofile(keys)
+                blob.write(values[at:ends])
+            except OSError as e:
+                raise _RunsNotWritten(e) from e
+            self.value_bytes[p] += ends - at
         self.pairs += len(order)
+
+    def _files(self, p: int) -> tuple:
+        if p not in self.files:
+            self.files[p] = (
+                open(self.where / f"{p}.records", "wb"),  # closed by close()
+                open(self.where / f"{p}.values", "wb"),
+            )
+        return self.files[p]
+
+    def close(self) -> None:
+        """Done adding (or abandoned): every file flushed and closed."""
+        failed = None
+        for keys, blob in self.files.values():
+            for f in (keys, blob):
+                try:
+                    f.close()
+                except OSError as e:  # the last buffered bytes did not fit
+                    failed = failed or e
+        if failed is not None:
+            raise _RunsNotWritten(failed) from failed
 
     def partition(self, p: int) -> tuple[np.ndarray, bytes]:
         """Partition p's records (their `at` into the values returned) and values."""
-        records, values = [], []
-        offset = 0
-        for keys, bounds, blob, value_bounds in self.runs:
-            count = int(bounds[p + 1] - bounds[p])
-            if not count:
-                continue
-            part = np.fromfile(
-                keys, dtype=RECORD, count=count, offset=int(bounds[p]) * RECORD.itemsize
-            )
-            part["at"] += offset - part["at"][0]
-            with open(blob, "rb") as f:
-                f.seek(int(value_bounds[p]))
-                values.append(f.read(int(value_bounds[p + 1] - value_bounds[p])))
-            offset += len(values[-1])
-            records.append(part)
-        if not records:
+        if p not in self.files:
             return np.empty(0, dtype=RECORD), b""
-        return np.concatenate(records), b"".join(values)
+        records = np.fromfile(self.where / f"{p}.records", dtype=RECORD)
+        values = (self.where / f"{p}.values").read_bytes()
+        return records, values
 
 
 def _sorted_unique(records: np.ndarray, problems: list[Problem]) -> np.ndarray:
@@ -264,9 +286,10 @@ def _sorted_unique(records: np.ndarray, problems: list[Problem]) -> np.ndarray:
 
 def _partition_bits(text_bytes: int) -> int:
     """Leading bits of the key a partition is named by: whole hex digits (shards are
-    ranges of the first one), enough for PARTITION_BYTES of text a partition."""
+    ranges of the first one), enough for PARTITION_BYTES of text a partition, at most
+    MAX_PARTITION_BITS."""
     bits = 4
-    while text_bytes >> bits > PARTITION_BYTES and bits < 16:
+    while text_bytes >> bits > PARTITION_BYTES and bits < MAX_PARTITION_BITS:
         bits += 4
     return bits
 
@@ -309,7 +332,7 @@ def build(
     runs_parent = Path(tmp_dir) if tmp_dir is not None else target.parent
     if target.exists() or target.is_symlink():
         raise SnapshotError(f"{target}: already exists (a snapshot is never overwritten)")
-    tmp = runs_dir = None
+    tmp = runs_dir = runs = None
     writers: list[_Writer] = []
     found = _Found([])
     try:
@@ -338,10 +361,12 @@ def build(
                 for hi, lo, start, end, line in _scan(mm, view, progress, found, max_value_bytes):
                     if len(hi):
                         runs.add(mm, hi, lo, start, end, line)
-            except OSError as e:
-                if e.filename is None and getattr(e, "errno", None) not in (errno.ENOSPC,):
-                    raise
-                raise SnapshotError(_write_failed(runs_parent, e, "its temporary runs")) from None
+                runs.close()  # flushed: a full disk shows here at the latest
+            except _RunsNotWritten as e:
+                cause = e.__cause__
+                raise SnapshotError(
+                    _write_failed(runs_parent, cause, "its temporary runs")
+                ) from None
             finally:
                 view.release()
                 mm.close()
@@ -410,6 +435,11 @@ def build(
     finally:
         for writer in writers:
             writer.close()
+        if runs is not None:
+            try:
+                runs.close()
+            except _RunsNotWritten:
+                pass  # the build has failed already: its runs are removed next
         if runs_dir is not None:
             shutil.rmtree(runs_dir, ignore_errors=True)
     return {**manifest, "problems": found.problems, "bom": found.bom}  # for the caller
