@@ -94,15 +94,20 @@ def test_workers_are_the_oom_killers_first_choice(start_server, data_file):
         assert Path(f"/proc/{worker}/oom_score_adj").read_text().strip() == "1000"
 
 
+def crash_workers(server, times: int, workers: int) -> None:
+    """SIGKILL a worker of server `times` times, each once its replacement is there."""
+    for _ in range(times):
+        wait_for(lambda: len(children(server.proc.pid)) == workers)
+        worker = min(children(server.proc.pid))
+        os.kill(worker, signal.SIGKILL)
+        wait_for(lambda w=worker: w not in children(server.proc.pid))
+
+
 def test_workers_that_keep_dying_are_replaced_after_a_growing_wait(start_server, data_file):
     """Before: a worker that died (a snapshot truncated under it: SIGBUS) was replaced at
     once, in a loop (390 worker deaths in 40 s)."""
     server = start_server(data_file)
-    for _ in range(3):
-        wait_for(lambda: len(children(server.proc.pid)) == 2)
-        worker = min(children(server.proc.pid))
-        os.kill(worker, signal.SIGKILL)
-        wait_for(lambda w=worker: w not in children(server.proc.pid))
+    crash_workers(server, 3, workers=2)
     wait_for(lambda: "waits 1.0 s before serving: 3 workers died" in server.log())
     assert "waits 0.5 s before serving: 2 workers died" in server.log()
     # Workers the master retires (a reload) are not crashes.
@@ -119,11 +124,7 @@ def test_a_quick_stop_does_not_wait_for_a_worker_in_its_crash_backoff(start_serv
     """Before: a worker waiting out its backoff ran the master's handlers, which swallowed
     SIGQUIT: a quick stop (SIGINT) waited graceful_timeout and then SIGKILLed it."""
     server = start_server(data_file, "--workers", "1")
-    for _ in range(5):
-        wait_for(lambda: len(children(server.proc.pid)) == 1)
-        worker = min(children(server.proc.pid))
-        os.kill(worker, signal.SIGKILL)
-        wait_for(lambda w=worker: w not in children(server.proc.pid))
+    crash_workers(server, 5, workers=1)
     wait_for(lambda: "waits 4.0 s before serving" in server.log())
     server.proc.send_signal(signal.SIGINT)
     assert server.proc.wait(timeout=60) == 0
