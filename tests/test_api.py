@@ -315,3 +315,18 @@ def test_another_data_version_changes_every_etag(tmp_path, data_file, data):
     first = create_app({"DATA_PATH": str(data_file)}).test_client().get(f"/items/{key}")
     second = create_app({"DATA_PATH": str(other)}).test_client().get(f"/items/{key}")
     assert first.headers["ETag"] != second.headers["ETag"]
+
+
+def test_an_app_over_a_store_made_in_code():
+    """Before: create_app(store=DictStore({...})) failed with KeyError: 'version' (the
+    store had no file, so no version)."""
+    from kv_app.stores.dict import DictStore
+
+    store = DictStore({KEY: "made in code"})
+    client = create_app({"DATA_PATH": "unused"}, store=store).test_client()
+    r = client.get(f"/items/{KEY}")
+    assert r.status_code == 200 and r.get_json() == {"id": KEY, "value": "made in code"}
+    assert r.headers["X-Data-Version"] == store.version and len(store.version) == 16
+    ready = client.get("/readyz").get_json()
+    assert ready == {"status": "ready", "store": "dict", "pairs": 1, "version": store.version}
+    assert DictStore({KEY: "other"}).version != store.version

@@ -8,6 +8,7 @@ of store touches this file and its own module. Importing this module imports no 
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -149,11 +150,19 @@ class LoadedFromText(ByGet):
 
     @property
     def version(self) -> str:
-        return self.report.version if self.report is not None else ""
+        """The loaded file's (its sha256's first 16 hex digits); for a store made from
+        pairs in code, the first 16 hex digits of a digest of its pairs in key order."""
+        if self.report is not None:
+            return self.report.version
+        digest = hashlib.blake2b(digest_size=8)
+        for key in sorted(self):
+            digest.update(f"{key} {self.get(key)}\n".encode())
+        return digest.hexdigest()
 
     def describe(self) -> dict:
-        described = self.report.describe() if self.report is not None else {}
-        return {"store": kind_of(self), "pairs": len(self), **described}
+        if self.report is None:  # made from pairs in code: no file behind it
+            return {"store": kind_of(self), "pairs": len(self), "version": self.version}
+        return {"store": kind_of(self), "pairs": len(self), **self.report.describe()}
 
     def summary(self) -> str:
         return self.report.summary() if self.report is not None else repr(self)
