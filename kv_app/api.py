@@ -189,7 +189,7 @@ class Misdirected(MisdirectedRequest):
 
 
 class BodyTimedOut(TimeoutError):
-    """Raised by the server's body reader (kv_app/gunicorn_conf.py): the body did not
+    """Raised by the server's body reader (kv_app/bodies.py): the body did not
     arrive within its deadline."""
 
 

@@ -17,7 +17,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
 import time
 
 # A SIGHUP while the data loads, before gunicorn installs its handlers, would kill the
@@ -50,6 +49,7 @@ from prometheus_client import multiprocess as _multiprocess  # noqa: E402
 
 from kv_app import api as _api  # noqa: E402
 from kv_app import app as _app  # noqa: E402
+from kv_app import bodies as _bodies  # noqa: E402
 from kv_app import config as _config  # noqa: E402
 from kv_app import metrics as _metrics  # noqa: E402
 from kv_app.loader import LoadError as _LoadError  # noqa: E402
@@ -347,88 +347,26 @@ def pre_request(worker, req):
     if _api.body_left_unread(req.method, req.path, length, chunked, _kv["MAX_BATCH"]):
         req.force_close()
     elif length or chunked:
-        _bound_body(req)
+        _bodies.bound(req, BODY_TIMEOUT, _body_slots())
 
 
 # Seconds a client gets to send a whole request body (a batch). gunicorn sets no limit on
 # bodies: 2,100 clients sending a byte every 2 s held every connection of the default
 # server. A batch of 1000 ids is 39 KB: seconds are plenty on any real link.
 BODY_TIMEOUT = 10.0
+
+
 # Bodies a worker waits for at once: half its connections (gevent) or threads (gthread).
 # A body counts only while its reader waits for bytes that have not arrived: a client
 # that sends its body at once never holds one. Past the limit, a request whose next body
 # bytes are not there yet is answered 503 (Retry-After: 1) instead of waiting, so slow
 # senders can never take the connections that lookups need. sync: one request at a time.
-_WAITING = [0]  # readers of this worker now waiting for body bytes
-_WAITING_LOCK = threading.Lock()  # gthread: readers in several threads
-
-
 def _body_slots() -> int | None:
     if worker_class == "gevent":
         return max(1, worker_connections // 2)
     if worker_class == "gthread":
         return max(1, threads // 2)
     return None
-
-
-class _BodyDeadline:
-    """The client socket as the request's body reader sees it: a recv() takes what has
-    arrived; else it waits, at most until the body's deadline (then api.BodyTimedOut:
-    408, connection closed), and only if fewer than the worker's body slots are waiting
-    already (else api.BodyRefused at once: 503)."""
-
-    def __init__(self, sock, seconds: float, slots: int | None):
-        self.sock = sock
-        self.deadline = time.monotonic() + seconds
-        self.timeout_before = sock.gettimeout()
-        self.slots = slots
-
-    def recv(self, size: int) -> bytes:
-        late = _api.BodyTimedOut(f"request body not received within {BODY_TIMEOUT:g} s")
-        self.sock.settimeout(0.0)
-        try:
-            return self.sock.recv(size)  # what has arrived: no wait, no slot
-        except (BlockingIOError, TimeoutError):
-            pass
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise late
-        with _WAITING_LOCK:
-            waiting = _WAITING[0]
-            if self.slots is None or waiting < self.slots:
-                _WAITING[0] += 1
-        if self.slots is not None and waiting >= self.slots:
-            raise _api.BodyRefused(
-                f"this worker is waiting for {waiting:,} request bodies, as many as it may "
-                "at once; retry"
-            )
-        try:
-            self.sock.settimeout(left)
-            return self.sock.recv(size)
-        except TimeoutError:
-            raise late from None
-        finally:
-            with _WAITING_LOCK:
-                _WAITING[0] -= 1
-
-    def __getattr__(self, name):
-        return getattr(self.sock, name)
-
-
-def _bound_body(req) -> None:
-    unreader = getattr(req, "unreader", None)
-    if unreader is not None and hasattr(unreader, "sock"):
-        unreader.sock = _BodyDeadline(unreader.sock, BODY_TIMEOUT, _body_slots())
-
-
-def _unbound_body(req) -> None:
-    """After the request: the connection's socket as it was (the next request on it has
-    its own deadline)."""
-    unreader = getattr(req, "unreader", None)
-    bounded = getattr(unreader, "sock", None)
-    if isinstance(bounded, _BodyDeadline):
-        unreader.sock = bounded.sock
-        bounded.sock.settimeout(bounded.timeout_before)
 
 
 class _Interrupted(BaseException):
@@ -522,6 +460,6 @@ def post_request(worker, req, environ, resp):
     connection keeps the worker and the others wait: p99 went from 160-330 ms to 10-20 ms
     at 32-64 connections, for about 10 us a request (scripts/bench_workers.sh).
     """
-    _unbound_body(req)
+    _bodies.unbound(req)
     if type(worker).__module__ == "gunicorn.workers.ggevent":  # whatever set the class
         gevent.idle()
