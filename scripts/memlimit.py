@@ -12,10 +12,14 @@ reads it: evict() the files first, or a limit proves nothing.
 
 from __future__ import annotations
 
+import itertools
 import os
+import signal
+import time
 from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup/memory")
+_NUMBERS = itertools.count()
 
 
 def own_cgroup() -> Path | None:
@@ -47,15 +51,17 @@ def evict(*paths: Path) -> None:
 
 
 class MemoryLimit:
-    """A child memory cgroup with limit_in_bytes set; removed on exit (its processes
-    must have ended)."""
+    """A child memory cgroup with limit_in_bytes set; on exit, the processes still in it
+    are killed and it is removed."""
 
     def __init__(self, limit: int, name: str = "kv-app-limit"):
         self.limit = limit
         parent = own_cgroup()
         if parent is None:
             raise RuntimeError("no cgroup v1 memory controller here")
-        self.path = parent / f"{name}-{os.getpid()}"
+        # Unique per use: a group left by a process that had the same pid, or by an
+        # earlier use in this process, must not be reused.
+        self.path = parent / f"{name}-{os.getpid()}-{next(_NUMBERS)}-{time.monotonic_ns()}"
 
     def __enter__(self) -> MemoryLimit:
         self.path.mkdir()
@@ -77,8 +83,29 @@ class MemoryLimit:
             "oom_kill": int(oom.get("oom_kill", 0)),
         }
 
-    def __exit__(self, *exc) -> None:
+    def pids(self) -> list[int]:
         try:
-            self.path.rmdir()
-        except OSError:  # still has processes, or already gone: leave it, say nothing
-            pass
+            return [int(pid) for pid in (self.path / "cgroup.procs").read_text().split()]
+        except FileNotFoundError:
+            return []
+
+    def __exit__(self, *exc) -> None:
+        # A test that failed half-way leaves its server here: stop it, or the group
+        # cannot be removed.
+        deadline = time.monotonic() + 30
+        while True:
+            pids = self.pids()
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                self.path.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError as e:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.path}: could not be removed: {pids} live on") from e
+                time.sleep(0.05)
