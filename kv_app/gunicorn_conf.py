@@ -203,8 +203,9 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
 
 def when_ready(server):
-    """The server is up: stop signals go before reloads, and a SIGHUP that arrived while
-    the data was loading is honoured now."""
+    """The server is up: stop signals go before reloads, a reload first loads the data
+    (and goes no further if that fails), and a SIGHUP that arrived while the data was
+    loading is honoured now."""
     original_wait = server.wait_for_signals
     server.wait_for_signals = lambda timeout=1.0: _coalesce(original_wait(timeout))
     original_kill = server.kill_worker
@@ -218,6 +219,8 @@ def when_ready(server):
                 _RETIRED.discard(pid)
 
     server.kill_worker = kill_worker
+    gunicorn_reload = server.reload
+    server.reload = lambda: _reload(server, gunicorn_reload)
     if _EARLY_HUP:
         server.log.info("SIGHUP arrived while the data was loading: reloading now")
         _EARLY_HUP.clear()
@@ -381,18 +384,19 @@ def _interrupt(signum, frame):
     raise _Interrupted(signum)
 
 
-def on_reload(server):
-    """SIGHUP: load the data again, in the master, before new workers are forked.
+def _reload(server, gunicorn_reload) -> None:
+    """SIGHUP: load the data again, in the master, and only if that succeeds let gunicorn
+    reload (re-read its settings, fork new workers that serve the new data, stop the old
+    ones gracefully): no request fails and none is answered from a half-loaded store.
 
-    gunicorn then forks new workers (they serve the new data) and stops the old ones
-    gracefully: no request fails and none is answered from a half-loaded store. Any
-    failure (a bad file, a read error, no memory, a bug) is logged and the data loaded
-    before stays served. A stop signal (TERM, INT, QUIT) during the load abandons it and
-    is then handled as usual: a shutdown never waits for a load. Publish a new file by
-    renaming it over KV_DATA_PATH, then `kill -HUP <master>`.
+    Any failure (a bad file, a read error, no room under the memory limit, a bug) is
+    logged and changes nothing: the same workers go on serving the data loaded before
+    (forking a second set of workers under a memory limit that had no room for the new
+    data got them OOM-killed mid-request). A stop signal (TERM, INT, QUIT) during the
+    load abandons it and is then handled as usual: a shutdown never waits for a load.
+    Publish a new file by renaming it over KV_DATA_PATH, then `kill -HUP <master>`.
     """
-    app = server.app.callable
-    served = app.extensions[_api.STORE]
+    served = server.app.callable.extensions[_api.STORE]
     previous = {sig: signal.signal(sig, _interrupt) for sig in _STOP_SIGNALS}
     store = None
     try:
@@ -401,7 +405,7 @@ def on_reload(server):
         store = opened
     except _Interrupted as e:
         server.log.warning("reload abandoned: %s arrived", signal.Signals(e.signum).name)
-        server.signal(e.signum, None)  # gunicorn handles it once this hook returns
+        server.signal(e.signum, None)  # gunicorn handles it once this returns
         _metrics.RELOADS.labels("abandoned").inc()
     except (_LoadError, _config.ConfigError) as e:
         server.log.error("reload refused, still serving the data loaded before: %s", e)
@@ -413,17 +417,31 @@ def on_reload(server):
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     changed = getattr(served, "changed", lambda: None)()
-    del served  # the old store's last reference here: freed below, not at return
-    if changed and store is None:
-        # New workers will answer 503 (post_fork checks the file again): say it here.
-        server.log.error("the data served is no longer servable: %s", changed)
-    if store is not None:
-        _app.set_store(app, store)
-        version, pairs = store.version, len(store)
-        del store, opened
-        _release_memory()
-        server.log.info("reload done: serving version %s, %s pairs", version, f"{pairs:,}")
-        _metrics.RELOADS.labels("succeeded").inc()
+    del served  # the old store's last reference here: freed by on_reload, not later
+    if store is None:
+        if changed:  # the workers answer 503 for it (they check the file per lookup)
+            server.log.error("the data served is no longer servable: %s", changed)
+        server.log.reopen_files()  # what a SIGHUP also asks of gunicorn
+        return
+    server.kv_reloaded = store
+    del store, opened
+    try:
+        gunicorn_reload()  # calls on_reload, then forks the new workers
+    finally:
+        server.__dict__.pop("kv_reloaded", None)
+
+
+def on_reload(server):
+    """Swap in the store _reload loaded, before gunicorn forks the new workers."""
+    store = server.__dict__.pop("kv_reloaded", None)
+    if store is None:  # a reload that did not come through _reload: nothing was loaded
+        return
+    _app.set_store(server.app.callable, store)
+    version, pairs = store.version, len(store)
+    del store
+    _release_memory()
+    server.log.info("reload done: serving version %s, %s pairs", version, f"{pairs:,}")
+    _metrics.RELOADS.labels("succeeded").inc()
 
 
 def _refuse_changed(served, opened) -> None:

@@ -164,13 +164,16 @@ def test_a_start_over_the_memory_limit_is_refused_with_one_line(start_server, bi
 def test_a_reload_over_the_memory_limit_is_refused_and_the_old_data_served(
     start_server, big_file, tmp_path
 ):
-    """Before: the master was OOM-killed by the reload, with nothing logged."""
+    """Before: the master was OOM-killed by the reload, with nothing logged. Then: the
+    master lived, but gunicorn forked a second set of workers after the refused reload,
+    and under the limit the kernel killed them (oom_kill 2), failing their requests."""
     data = tmp_path / "served.data"
     data.write_bytes(big_file.read_bytes())
     key = next(make_data.pairs(1, seed=11))[0]
     with memlimit.MemoryLimit(2 << 30) as cgroup:
         server = start_server(data, serve=in_cgroup(cgroup))
         value = requests.get(f"{server.url}/items/{key}", timeout=30).json()["value"]
+        workers = children(server.proc.pid)
         # Room for what is loaded now, not for a second copy beside it.
         usage = int((cgroup.path / "memory.usage_in_bytes").read_text())
         wanted, _ = memory.need(260, 1.25, data)
@@ -178,8 +181,9 @@ def test_a_reload_over_the_memory_limit_is_refused_and_the_old_data_served(
         server.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: "reload refused" in server.log())
         assert "the memory limit is" in server.log()
+        time.sleep(1)  # gunicorn used to fork the second set of workers here
         assert requests.get(f"{server.url}/items/{key}", timeout=30).json()["value"] == value
-        # The master lives (gunicorn still cycles the workers after a refused reload; if
-        # that ever costs a worker, the kernel picks a worker: oom_score_adj).
+        assert children(server.proc.pid) == workers  # the same workers serve on
+        assert cgroup.stats()["oom_kill"] == 0
         assert server.proc.poll() is None
         server.stop()
