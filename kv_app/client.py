@@ -224,7 +224,9 @@ class KVClient(ByGet):
             self._shards = self.ready().get("shard_map") or []
         if not self._shards:
             return [(self.base_url, "/items/batch", keys)]
-        by_digit = {d: s["index"] for s in self._shards for d in s["digits"]}
+        from kv_app.keyspace import shard_by_digit  # numpy: only for a split snapshot
+
+        by_digit = shard_by_digit(self._shards)
         parts: dict[int, list[str]] = {}
         for key in keys:
             parts.setdefault(by_digit[key[0].lower()], []).append(key)

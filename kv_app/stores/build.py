@@ -21,10 +21,9 @@ from pathlib import Path
 import lmdb
 import numpy as np
 
-from kv_app import __version__, lines, loader
+from kv_app import __version__, keyspace, lines, loader
 from kv_app.keys import KEY_LEN, key_text
 from kv_app.loader import Problem, Progress, iso_time
-from kv_app.stores.compact import _key_halves
 from kv_app.stores.snapshot import (
     DATA_FILE,
     FORMAT,
@@ -35,8 +34,6 @@ from kv_app.stores.snapshot import (
 
 # Work on the text file this many bytes at a time (bounds the transient memory).
 CHUNK_BYTES = 16 * 1024 * 1024
-# How many shards a build can split into: a shard is a range of first hex digits.
-SHARD_COUNTS = (1, 2, 4, 8, 16)
 # Pairs written to LMDB per transaction.
 WRITE_BATCH = 200_000
 # The most text bytes a partition should hold: what one partition's sort holds in memory
@@ -101,7 +98,7 @@ def _scan(
                 checked = None
         if checked is not None:
             starts, ends, _ = checked
-            h, low = _key_halves(chunk, starts)
+            h, low = keyspace.line_key_halves(chunk, starts)
             number = np.arange(len(starts), dtype=np.uint64) + (line_base + 1)
             yield h, low, starts + (base + KEY_LEN + 1), ends + base, number
             count = len(starts)
@@ -320,10 +317,10 @@ def build(
     shards > 1 (2, 4, 8 or 16): target holds shard-0 ... shard-N-1, each a snapshot of
     the keys whose first hex digit falls in its range, with the shard map in its manifest.
     """
-    if shards not in SHARD_COUNTS:
-        raise SnapshotError(
-            f"--shards {shards}: expected one of {', '.join(map(str, SHARD_COUNTS))}"
-        )
+    try:
+        keyspace.check_shards(shards)
+    except ValueError as e:
+        raise SnapshotError(str(e)) from None
     if max_value_bytes is None:
         max_value_bytes = loader.configured_max_value_bytes()
     started = time.perf_counter()
@@ -396,8 +393,8 @@ def build(
             except (lmdb.Error, OSError) as e:
                 raise SnapshotError(_write_failed(target.parent, e)) from None
             if shards > 1:
-                manifest["shard"] = shard_info(index, shards)
-                manifest["shard_map"] = [shard_info(i, shards) for i in range(shards)]
+                manifest["shard"] = keyspace.shard_info(index, shards)
+                manifest["shard_map"] = [keyspace.shard_info(i, shards) for i in range(shards)]
             written.append((where, manifest))
         umask = os.umask(0)
         os.umask(umask)
@@ -460,7 +457,7 @@ def _sort_and_append(
         records = _sorted_unique(records, found.problems)
         kept += len(records)
         if not (strict and found.problems):
-            writers[(p >> to_digit) * shards // 16].append(records, values)
+            writers[keyspace.shard_of_digit(p >> to_digit, shards)].append(records, values)
     return kept
 
 
@@ -518,13 +515,6 @@ def _write_failed(where: Path, e: Exception, what: str = "the snapshot") -> str:
     return f"{where}: cannot write {what}: {e}"
 
 
-def shard_info(index: int, count: int) -> dict:
-    """Shard index of count: the first hex digits of the keys it holds."""
-    per = 16 // count
-    digits = "".join(f"{d:x}" for d in range(index * per, (index + 1) * per))
-    return {"index": index, "count": count, "digits": digits}
-
-
 class _Writer:
     """One snapshot's data.mdb, written in key order, a partition at a time."""
 
@@ -545,9 +535,7 @@ class _Writer:
         """Sorted records (keys above any written so far) and the values they point into."""
         for first in range(0, len(records), WRITE_BATCH):
             part = records[first : first + WRITE_BATCH]
-            halves = np.empty((len(part), 2), dtype=">u8")
-            halves[:, 0], halves[:, 1] = part["hi"], part["lo"]
-            keys = halves.tobytes()
+            keys = keyspace.halves_bytes(part["hi"], part["lo"])
             items = (
                 (keys[16 * i : 16 * i + 16], values[at : at + size])
                 for i, (at, size) in enumerate(

@@ -10,55 +10,9 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 
 from kv_app import lines, loader
-from kv_app.keys import DASH_COLUMNS, DIGIT_COLUMNS, KEY_LEN, canonical_key, key_text
+from kv_app.keys import KEY_LEN, key_text
+from kv_app.keyspace import key_halves, key_nibbles, line_key_halves, pack_halves
 from kv_app.stores import LoadedFromText
-
-_HEX_VALUE = np.full(256, 255, dtype=np.uint8)
-for _i, _c in enumerate(b"0123456789abcdef"):
-    _HEX_VALUE[_c] = _HEX_VALUE[ord(chr(_c).upper())] = _i
-# Where each of the 32 hex digits of a key sits among the 40 bytes lines.line_heads reads.
-_DIGIT_SLOTS = np.array([list(lines.HEAD_COLUMNS).index(c) for c in DIGIT_COLUMNS])
-_LOW64 = (1 << 64) - 1
-_KEYS_AT_ONCE = 1 << 20  # bounds the temporary arrays of _key_halves (about 100 MB)
-
-
-def _key_halves(buf: bytes, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The 128-bit keys of the lines at starts, as high and low 64-bit halves."""
-    hi = np.empty(len(starts), dtype=np.uint64)
-    lo = np.empty(len(starts), dtype=np.uint64)
-    for first in range(0, len(starts), _KEYS_AT_ONCE):
-        part = slice(first, first + _KEYS_AT_ONCE)
-        nibbles = _HEX_VALUE[lines.line_heads(buf, starts[part])[:, _DIGIT_SLOTS]]
-        hi[part], lo[part] = _pack_halves(nibbles)
-    return hi, lo
-
-
-def key_nibbles(keys: Sequence[str]) -> np.ndarray | None:
-    """The (n, 32) hex digit values of keys that are all UUIDs (either case), else None:
-    the vectorised form of canonical_key, for batches."""
-    if not keys or not all(isinstance(k, str) and len(k) == KEY_LEN for k in keys):
-        return None
-    # Every key is 36 characters long (checked one by one: two keys of 35 and 37
-    # characters must not pass as two of 36), so each is one row here; "replace" keeps
-    # one byte per character.
-    rows = np.frombuffer("".join(keys).encode("ascii", "replace"), dtype=np.uint8)
-    rows = rows.reshape(-1, KEY_LEN)
-    nibbles = _HEX_VALUE[rows[:, DIGIT_COLUMNS]]
-    if (nibbles == 255).any() or (rows[:, DASH_COLUMNS] != ord("-")).any():
-        return None
-    return nibbles
-
-
-def key_bytes_many(nibbles: np.ndarray) -> bytes:
-    """The 16 bytes of each key (as key_nibbles gives them), one after the other."""
-    return np.ascontiguousarray((nibbles[:, 0::2] << 4) | nibbles[:, 1::2]).tobytes()
-
-
-def _pack_halves(nibbles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(n, 32) hex digit values -> the keys' high and low 64-bit halves."""
-    packed = np.ascontiguousarray((nibbles[:, 0::2] << 4) | nibbles[:, 1::2])
-    halves = packed.view(">u8")  # 16 bytes a key, read as two big-endian numbers
-    return halves[:, 0].astype(np.uint64), halves[:, 1].astype(np.uint64)
 
 
 class CompactStore(LoadedFromText, Mapping[str, str]):
@@ -104,7 +58,7 @@ class CompactStore(LoadedFromText, Mapping[str, str]):
     @classmethod
     def from_spans(cls, spans: loader.Spans, report: loader.LoadReport) -> CompactStore | None:
         """The store over checked lines, or None if two lines have the same key."""
-        hi, lo = _key_halves(spans.buf, spans.starts)
+        hi, lo = line_key_halves(spans.buf, spans.starts)
         order = np.argsort(hi)  # 4x faster than lexsort; enough unless high halves repeat
         hi, lo = hi[order], lo[order]
         same_high = hi[1:] == hi[:-1]
@@ -126,11 +80,10 @@ class CompactStore(LoadedFromText, Mapping[str, str]):
 
     def _index(self, key: str) -> int:
         """Position of a key, or -1."""
-        # Checked first: int() would also take spaces, underscores and "0x" prefixes.
-        if canonical_key(key) is None:
+        halves = key_halves(key)
+        if halves is None:
             return -1
-        number = int(key.replace("-", ""), 16)
-        high, low = np.uint64(number >> 64), np.uint64(number & _LOW64)
+        high, low = np.uint64(halves[0]), np.uint64(halves[1])
         hi = self._hi
         i = int(hi.searchsorted(high))
         if i == len(hi) or hi[i] != high:
@@ -165,7 +118,7 @@ class CompactStore(LoadedFromText, Mapping[str, str]):
         nibbles = key_nibbles(keys)
         if nibbles is None:  # not all UUIDs: one by one
             return [self.get(key) for key in keys]
-        high, low = _pack_halves(nibbles)
+        high, low = pack_halves(nibbles)
         at = np.minimum(self._hi.searchsorted(high), len(self._hi) - 1)
         same_high = self._hi[at] == high
         found = same_high & (self._lo[at] == low)

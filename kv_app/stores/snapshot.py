@@ -41,11 +41,10 @@ from pathlib import Path
 
 import lmdb
 
-from kv_app import __version__
+from kv_app import __version__, keyspace
 from kv_app.keys import canonical_key, key_bytes, key_text
 from kv_app.loader import LoadError, iso_time
 from kv_app.stores import ByGet, StoreUnavailable, kind_of
-from kv_app.stores.compact import key_bytes_many, key_nibbles
 
 FORMAT = "kv_app-snapshot"
 FORMAT_VERSION = 1
@@ -460,10 +459,10 @@ class SnapshotStore(ByGet, Mapping[str, str]):
     def get_many(self, keys: Sequence[str]) -> list[str | None]:
         """The value of each key, None where missing: one C call for all of them, in key
         order (keys checked with numpy); keys that are not all UUIDs one by one."""
-        nibbles = key_nibbles(keys)
+        nibbles = keyspace.key_nibbles(keys)
         if nibbles is None:
             return [self.get(key) for key in keys]
-        raw = key_bytes_many(nibbles)
+        raw = keyspace.key_bytes_many(nibbles)
         wanted = [raw[i : i + 16] for i in range(0, len(raw), 16)]
         txn = self._reader()
         try:
@@ -491,8 +490,7 @@ class SnapshotStore(ByGet, Mapping[str, str]):
 
     def owns(self, key: str) -> bool:
         """Is key (canonical) in this snapshot's range? (Always, unless it is a shard.)"""
-        shard = self.manifest.get("shard")
-        return shard is None or key[0] in shard["digits"]
+        return keyspace.owns(self.manifest.get("shard"), key)
 
     def warnings(self) -> list[str]:
         return []
