@@ -330,7 +330,7 @@ def build(
     if target.exists() or target.is_symlink():
         raise SnapshotError(f"{target}: already exists (a snapshot is never overwritten)")
     tmp = runs_dir = runs = None
-    writers: list[_Writer] = []
+    writers: list[SnapshotWriter] = []
     found = _Found([])
     try:
         with loader._open(name) as f, loader._read_errors(name):
@@ -377,7 +377,7 @@ def build(
         try:
             for where in wheres:
                 where.mkdir(exist_ok=True)
-                writers.append(_Writer(where, before.st_size))
+                writers.append(SnapshotWriter(where, before.st_size))
             pairs = _sort_and_append(runs, writers, found, strict, shards)
         except (lmdb.Error, OSError) as e:
             raise SnapshotError(_write_failed(target.parent, e)) from None
@@ -396,8 +396,6 @@ def build(
                 manifest["shard"] = keyspace.shard_info(index, shards)
                 manifest["shard_map"] = [keyspace.shard_info(i, shards) for i in range(shards)]
             written.append((where, manifest))
-        umask = os.umask(0)
-        os.umask(umask)
         for where, manifest in written:
             manifest.update(
                 source={
@@ -410,15 +408,7 @@ def build(
                 build_seconds=round(time.perf_counter() - started, 3),
                 skipped_lines=len(found.problems),
             )
-            try:
-                _write_json(where / MANIFEST, manifest)
-            except OSError as e:
-                raise SnapshotError(_write_failed(target.parent, e)) from None
-            # Read-only: a snapshot never changes (servers refuse one that did).
-            for made in (where / DATA_FILE, where / MANIFEST):
-                made.chmod(0o444 & ~umask)
-            where.chmod(0o777 & ~umask)  # mkdtemp made it private; snapshots are shared
-            _fsync_dir(where)
+            seal(where, manifest)
         _fsync_dir(tmp)
         if shards > 1:  # report the whole
             total = sum(m["data_bytes"] for _, m in written)
@@ -443,7 +433,7 @@ def build(
 
 
 def _sort_and_append(
-    runs: _Runs, writers: list[_Writer], found: _Found, strict: bool, shards: int
+    runs: _Runs, writers: list[SnapshotWriter], found: _Found, strict: bool, shards: int
 ) -> int:
     """Each partition in key order: sorted, repeats found, appended to its shard's
     writer (not once a strict build has failed: its repeats are still all found).
@@ -515,7 +505,7 @@ def _write_failed(where: Path, e: Exception, what: str = "the snapshot") -> str:
     return f"{where}: cannot write {what}: {e}"
 
 
-class _Writer:
+class SnapshotWriter:
     """One snapshot's data.mdb, written in key order, a partition at a time."""
 
     def __init__(self, where: Path, text_bytes: int):
@@ -571,6 +561,21 @@ class _Writer:
 
     def close(self) -> None:
         self.env.close()  # a second close does nothing
+
+
+def seal(where: Path, manifest: dict) -> None:
+    """Finish a snapshot directory whose data file a SnapshotWriter wrote: its manifest
+    written, both files read-only (servers refuse a snapshot that changed), all synced."""
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        _write_json(where / MANIFEST, manifest)
+    except OSError as e:
+        raise SnapshotError(_write_failed(where.parent, e)) from None
+    for made in (where / DATA_FILE, where / MANIFEST):
+        made.chmod(0o444 & ~umask)
+    where.chmod(0o777 & ~umask)  # mkdtemp made it private; snapshots are shared
+    _fsync_dir(where)
 
 
 def _write_json(path: Path, payload: dict) -> None:
