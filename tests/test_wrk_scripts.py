@@ -8,13 +8,15 @@ import math
 import os
 import shutil
 import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import requests
 
-from conftest import wait_for
+from conftest import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,3 +83,34 @@ def test_zipf_script_asks_rank_r_in_proportion_to_r_to_the_minus_s(tmp_path, exp
         # Five standard deviations of a share of `total` draws: a wrong exponent or rank
         # order is off by far more; a right script fails about once in a million runs.
         assert abs(share - p) < 5 * math.sqrt(p * (1 - p) / total), (rank, share, p, seen)
+
+
+def test_the_benchmarks_baseline_app_serves_under_kv_apps_hooks(tmp_path):
+    """scripts/bench.py measures a constant Flask app under kv_app's gunicorn settings and
+    hooks. Before: every worker failed to boot (post_fork looked for kv_app's store)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KV_")}
+    env.update(KV_HOST="127.0.0.1", KV_PORT=str(port), KV_WORKERS="1")
+    log = tmp_path / "log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--config", "python:kv_app.gunicorn_conf"]
+            + ["--chdir", str(ROOT / "scripts"), "bench_baseline:app"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        def answers() -> bool:
+            assert proc.poll() is None, log.read_text()
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/items/x", timeout=5).ok
+            except requests.ConnectionError:
+                return False
+
+        wait_for(answers, timeout=60)
+        assert requests.get(f"http://127.0.0.1:{port}/items/x", timeout=5).text == "constant"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
