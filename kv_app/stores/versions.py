@@ -121,14 +121,9 @@ def publish(
     made current. All of it under root's lock; say() gets a line for each thing worth
     telling (a wait for the lock, leftovers removed, versions kept because in use).
     max_value_bytes, tmp_dir: as build's."""
-    root = Path(root)
-    with locked(root, say):
-        current_version(root)  # a bad `current` is refused before a long build
-        for name in remove_leftovers(root):
-            say(f"{root}: removed {name}, left by a publish that did not finish")
-        number = max(versions(root), default=0) + 1
-        target = root / f"version-{number}"
-        manifest = build(
+    return publish_with(
+        root,
+        lambda target: build(
             data_file,
             target,
             strict=strict,
@@ -136,9 +131,36 @@ def publish(
             max_value_bytes=max_value_bytes,
             tmp_dir=tmp_dir,
             say=say,
-        )
+        ),
+        keep=keep,
+        say=say,
+    )
+
+
+def publish_with(
+    root: str | os.PathLike[str],
+    make: Callable[[Path], dict],
+    *,
+    keep: int = 3,
+    say: Say = _quiet,
+) -> tuple[int, dict]:
+    """The locked publish step that publish and the Spark build share: make(target) writes
+    the next version-N (a snapshot, or shard-0 ... of one) and returns its manifest; each
+    snapshot there is then checked (every byte), `current` repointed and the versions
+    pruned to `keep`. A version that fails is removed and never made current; a
+    temporary directory named .version-N.* that make() leaves is removed by the next
+    publish."""
+    root = Path(root)
+    with locked(root, say):
+        current_version(root)  # a bad `current` is refused before a long build
+        for name in remove_leftovers(root):
+            say(f"{root}: removed {name}, left by a publish that did not finish")
+        number = max(versions(root), default=0) + 1
+        target = root / f"version-{number}"
+        manifest = make(target)
         try:
-            verify(target)
+            for snapshot in sorted(target.glob("shard-*")) or [target]:
+                verify(snapshot)
         except SnapshotError:
             shutil.rmtree(target, ignore_errors=True)
             raise
