@@ -1,6 +1,6 @@
 # Sourced by serve.sh and test.sh: make .venv if missing and install kv_app into it
 # (editable, pinned by constraints.txt), again only when setup.cfg or constraints.txt change.
-# Usage: VENV_EXTRAS=test source scripts/_venv.sh
+# Usage: VENV_EXTRAS=test source scripts/_venv.sh (several: VENV_EXTRAS=test,spark)
 # (A variable, not an argument: `source` with no arguments hands the caller's own
 # arguments to the sourced script, so serve.sh's flags would be read as extras.)
 PYTHON=${PYTHON:-python3}
