@@ -114,6 +114,20 @@ def test_two_shards_are_what_the_text_build_makes(frame, example, sorted_text, t
         assert dict(store) == held
 
 
+@pytest.mark.parametrize("shards", [2, 16])
+def test_each_shard_has_a_task_of_its_own(spark, shards):
+    """The partition values _spread picks land, by the job's own repartition, in the
+    partition of their shard's index."""
+    from pyspark.sql import functions as F
+
+    parts = spark_build._spread(spark, shards)
+    frame = spark.createDataFrame([(p,) for p in parts], "part long").repartition(shards, "part")
+    landed = {
+        r.part: r.at for r in frame.select("part", F.spark_partition_id().alias("at")).collect()
+    }
+    assert [landed[p] for p in parts] == list(range(shards))
+
+
 @pytest.fixture(scope="module")
 def published(spark, tmp_path_factory) -> Path:
     """A root whose version-1 holds GOOD: what a refused build must leave as it is."""
@@ -147,11 +161,15 @@ def test_a_bad_row_fails_with_one_line_and_publishes_nothing(spark, published, r
     assert sorted(p.name for p in published.iterdir()) == before
 
 
-def test_a_repeat_across_batches_is_found(spark, published, monkeypatch):
-    monkeypatch.setattr(spark_build, "BATCH_ROWS", 1)
+def test_a_repeat_across_batches_is_found(spark, published):
+    """Arrow batches of one row: the writer compares each batch's first key with the last."""
     frame = spark.createDataFrame([*GOOD, (K + "2", "again")], "id string, value string")
-    with pytest.raises(SnapshotError, match=f"^a Spark DataFrame: duplicate id {K}2$"):
-        spark_build.write_snapshot(frame, published)
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "1")
+    try:
+        with pytest.raises(SnapshotError, match=f"^a Spark DataFrame: duplicate id {K}2$"):
+            spark_build.write_snapshot(frame, published)
+    finally:
+        spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
     assert current_version(published) == 1
 
 

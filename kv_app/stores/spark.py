@@ -10,15 +10,16 @@ job of one's own (spark-submit runs the same module as a file):
 
     python -m kv_app.stores.spark INPUT ROOT [--shards N] [--format text|parquet] [--keep K]
 
-The rows are checked as a text file's lines are (see _checked: a row a text file could
-not hold is refused, so that the rows always have a text file of their own), each turned
-into its canonical line "<lower-case id> <value>\\n" and its key's 16 bytes; partitioned
-by the shard rule of kv_app/keyspace.py, one partition a shard, and sorted by key within
-each by PySpark's external sort (which spills to disk past spark.python.worker.memory).
-Each task then appends its shard, a batch at a time, to the SnapshotWriter that
-`kv-app build --shards N` uses, and writes its lines in key order to a piece of the
-canonical text. The driver hashes the pieces in shard order, writes the manifests and
-publishes, all under the root's lock (versions.publish_with).
+The job: each batch of rows (Arrow batches, mapInArrow) checked as a text file's lines
+are (see _row_batch: a row a text file could not hold is refused, so that the rows always
+have a text file of their own) and turned into its canonical lines "<lower-case id>
+<value>\\n", their keys' 16 bytes and their shard's partition (the shard rule of
+kv_app/keyspace.py, one partition a shard); then sorted by key within each partition by
+Spark's own sort, which spills to disk when its memory is full. Each task appends its
+shard to the SnapshotWriter that `kv-app build --shards N` uses, an Arrow batch at a
+time, and writes its lines to a piece of the canonical text. The driver hashes the pieces
+in shard order, writes the manifests and publishes, all under the root's lock
+(versions.publish_with). The extra brings pandas and pyarrow for mapInArrow.
 
 The data version: there is no source file, so the manifests' source is the canonical
 text of the rows, their lines in key order. Its SHA-256 (the version is its first 16 hex
@@ -32,14 +33,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -51,9 +52,6 @@ from kv_app.stores.build import RECORD, SnapshotWriter, _fsync_dir, seal
 from kv_app.stores.snapshot import SnapshotError
 from kv_app.stores.versions import publish_with
 
-# Rows a task checks, and appends to its shard, at a time (at most about this many rows
-# of a task are in its Python memory at once, besides the sort's).
-BATCH_ROWS = 65_536
 # In the build's work directory: a file for each task that found a bad row (its one
 # line: a task that raised would reach the driver as a Java stack trace, and be retried),
 # which the other tasks see and stop at; and the pieces of the canonical text.
@@ -113,7 +111,7 @@ def write_snapshot(
                 f"{name}: column {column!r} holds {columns[column].simpleString()}, "
                 "expected strings"
             )
-    rows = df.select(id_col, value_col).rdd
+    rows = df.select(id_col, value_col)
     return _publish(rows, root, shards, keep, max_value_bytes, name, say, from_lines=False)
 
 
@@ -135,7 +133,7 @@ def write_text_snapshot(
     # Split at "\n" only (by default Hadoop also splits at "\r"), and as bytes: a line
     # that is not UTF-8 is refused here as it is by the text build, not replaced.
     read = _read(path, lambda: spark.read.option("lineSep", "\n").text(path))
-    rows = read.select(col("value").cast("binary")).rdd
+    rows = read.select(col("value").cast("binary"))
     return _publish(rows, root, shards, keep, max_value_bytes, name, say, from_lines=True)
 
 
@@ -161,7 +159,7 @@ def _describe(df) -> str:
     return ", ".join(names) + (f" and {len(files) - 3} more files" if len(files) > 3 else "")
 
 
-def _publish(rows, root, shards, keep, max_value_bytes, name, say, *, from_lines):
+def _publish(frame, root, shards, keep, max_value_bytes, name, say, *, from_lines):
     try:
         keyspace.check_shards(shards)
     except ValueError as e:
@@ -174,65 +172,87 @@ def _publish(rows, root, shards, keep, max_value_bytes, name, say, *, from_lines
         # Named so that a publish killed half-way leaves what the next one removes.
         work = Path(tempfile.mkdtemp(prefix=f".{target.name}.spark-", dir=target.parent))
         try:
-            return _build(rows, work, target, shards, max_value_bytes, name, started, from_lines)
+            job = _run(frame, work, shards, max_value_bytes, name, from_lines)
+            return _finish(job, work, target, shards, name, started)
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
     return publish_with(root, make, keep=keep, say=say)
 
 
-def _build(rows, work: Path, target: Path, shards, max_value_bytes, name, started, from_lines):
-    """Run the job into work, then move its shards to target, sealed; the manifest."""
+def _run(frame, work: Path, shards: int, max_value_bytes: int, name: str, from_lines: bool):
+    """The job: every row checked, its shard's partition, sorted by key there, each shard
+    written by the task of its partition. Returns the shards' results, by index."""
     from py4j.protocol import Py4JError
     from pyspark.errors import PySparkException
 
     (work / PROBLEMS).mkdir()
     (work / TEXT).mkdir()
-    checked = rows.mapPartitionsWithIndex(
-        partial(
-            _check_task,
-            work=str(work),
-            max_value_bytes=max_value_bytes,
-            from_lines=from_lines,
-            batch_rows=BATCH_ROWS,
-        )
+    check = partial(
+        _check_batches,
+        work=str(work),
+        max_value_bytes=max_value_bytes,
+        parts=_spread(frame.sparkSession, shards),
+        from_lines=from_lines,
     )
-    ordered = checked.repartitionAndSortWithinPartitions(
-        shards, partitionFunc=partial(_shard_of_key, shards=shards)
-    )
+    write = partial(_write_batches, work=str(work), shards=shards)
     try:
-        write = partial(_write_task, work=str(work), batch_rows=BATCH_ROWS)
-        results = ordered.mapPartitionsWithIndex(write).collect()
+        checked = frame.mapInArrow(check, CHECKED)
+        ordered = checked.repartition(shards, "part").sortWithinPartitions("key")
+        said = ordered.mapInArrow(write, "result string").collect()
     except (PySparkException, Py4JError) as e:
         _refuse_if_problems(work, name)  # a task that failed after another found a bad row
         raise SnapshotError(f"{name}: the Spark job failed: {_cause(e)}") from e
     _refuse_if_problems(work, name)
-    results.sort(key=lambda r: r["index"])
-    if [r["index"] for r in results] != list(range(shards)):
-        raise SnapshotError(f"{name}: the Spark job wrote shards {[r['index'] for r in results]}")
-    pairs = sum(r["fields"]["pairs"] for r in results)
+    results = [json.loads(row.result) for row in said]
+    by_shard = {r["index"]: r for r in results}
+    if len(by_shard) != len(results):
+        raise SnapshotError(f"{name}: the Spark job wrote a shard twice: {results}")
+    return by_shard
+
+
+def _spread(spark, shards: int) -> list[int]:
+    """For each shard, a value of the rows' partition column that Spark's hash
+    partitioning (pmod of a Murmur3 hash) sends to its own partition: one shard a task.
+    Found by asking Spark, whose hash it is. (Were two shards sent to one partition, its
+    task would write both in turn: slower, not wrong.)"""
+    from pyspark.sql import functions as F
+
+    candidates = spark.range(64 * shards).select(
+        "id", F.pmod(F.hash("id"), F.lit(shards)).alias("partition")
+    )
+    first: dict[int, int] = {}
+    for row in candidates.collect():
+        first.setdefault(row.partition, row.id)
+    return [first.get(p, p) for p in range(shards)]
+
+
+def _finish(by_shard: dict, work: Path, target: Path, shards: int, name: str, started) -> dict:
+    """The shards the job wrote (and the empty ones it did not) sealed with their
+    manifests in a directory renamed to target; the manifest."""
+    pairs = sum(r["pairs"] for r in by_shard.values())
     if pairs == 0:
         raise SnapshotError(f"{name}: no rows")
     digest, size = hashlib.sha256(), 0
-    for result in results:  # the canonical text, in key order
-        piece = work / TEXT / result["piece"]
+    for index in sorted(by_shard):  # the canonical text, in key order
+        piece = work / TEXT / by_shard[index]["piece"]
         with open(piece, "rb") as f:
             size += _hash_into(digest, f)
         piece.unlink()
     built_at = time.time()
-    if shards == 1:  # the one shard is the snapshot
-        made = work / results[0]["dir"]
-        wheres = [made]
-    else:
-        made = work / "snapshot"
-        made.mkdir()
-        wheres = [made / f"shard-{r['index']}" for r in results]
-        for result, where in zip(results, wheres, strict=True):
-            os.rename(work / result["dir"], where)
+    made = work / "snapshot"
+    made.mkdir()
     written = []
-    for result, where in zip(results, wheres, strict=True):
+    for index in range(shards):
+        where = made / f"shard-{index}" if shards > 1 else made
+        if index in by_shard:
+            os.replace(work / by_shard[index]["dir"], where)
+            fields = by_shard[index]["fields"]
+        else:  # no row fell in this shard: an empty one, as kv-app build makes
+            where.mkdir(exist_ok=True)
+            fields = SnapshotWriter(where, 0).finish()
         manifest = {
-            **result["fields"],
+            **fields,
             "source": {
                 "name": name,
                 "size": size,
@@ -243,7 +263,7 @@ def _build(rows, work: Path, target: Path, shards, max_value_bytes, name, starte
             "skipped_lines": 0,
         }
         if shards > 1:
-            manifest["shard"] = keyspace.shard_info(result["index"], shards)
+            manifest["shard"] = keyspace.shard_info(index, shards)
             manifest["shard_map"] = [keyspace.shard_info(i, shards) for i in range(shards)]
         written.append((where, manifest))
     seconds = round(time.perf_counter() - started, 3)
@@ -288,16 +308,17 @@ def _cause(e: Exception) -> str:
 
 # --- The tasks: module functions, which Spark pickles by name ------------------------------
 
+# What the check gives each row: its partition (see _spread), its key's 16 bytes (the
+# sort key: Spark orders binary as unsigned bytes, as LMDB does), its canonical line.
+CHECKED = "part long, key binary, line binary"
+# The most line bytes in one batch the check gives back (Arrow's binary offsets are
+# 32-bit: a batch of large values is cut in pieces).
+_BATCH_BYTES = 1 << 28
 
-def _batches(items: Iterable, size: int) -> Iterator[list]:
-    it = iter(items)
-    while batch := list(islice(it, size)):
-        yield batch
 
-
-def _problem(work: str, index: int, message: str) -> None:
+def _problem(work: str, message: str) -> None:
     """Record a bad row for the driver, which names it; the other tasks see it and stop."""
-    path = Path(work) / PROBLEMS / f"{index}.{_attempt()}"
+    path = Path(work) / PROBLEMS / str(_attempt())
     path.write_text(message, "utf-8")
 
 
@@ -316,53 +337,118 @@ def _attempt() -> int:
     return context.taskAttemptId() if context is not None else os.getpid()
 
 
-def _check_task(
-    index: int,
-    rows: Iterable,
+def _partition() -> int:
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    return context.partitionId() if context is not None else 0
+
+
+def _check_batches(
+    batches: Iterator,
     *,
     work: str,
     max_value_bytes: int,
+    parts: list[int],
     from_lines: bool,
-    batch_rows: int,
 ):
-    """The map side: (16 key bytes, canonical line) of each row; at the first bad row,
-    its problem recorded and nothing more from this task."""
+    """The map side, over Arrow batches of rows (id, value), or of text lines: CHECKED
+    batches; at the first bad row, its problem recorded and nothing more from this task."""
+    import pyarrow as pa
+
+    first = _partition() == 0
+    shards = len(parts)
+    table = np.array(parts, dtype=np.int64)
     try:
-        pairs = _parsed(rows, index == 0) if from_lines else rows
-        for batch in _batches(pairs, batch_rows):
+        for batch in batches:
             if _stopped(work):
                 return
-            yield from _checked(batch, max_value_bytes)
+            if from_lines:
+                keys, blob, offsets = _line_batch(batch, max_value_bytes, first)
+            else:
+                keys, blob, offsets = _row_batch(batch, max_value_bytes)
+            first = False
+            halves = np.frombuffer(keys, dtype=">u8").reshape(-1, 2)
+            part = table[keyspace.shard_of_hi(halves[:, 0].astype(np.uint64), shards)]
+            # Cut where the lines would pass _BATCH_BYTES (each piece at least a row).
+            cuts = [0]
+            while cuts[-1] < len(part):
+                limit = offsets[cuts[-1]] + _BATCH_BYTES
+                cuts.append(max(cuts[-1] + 1, int(np.searchsorted(offsets, limit, "right")) - 1))
+            for a, b in zip(cuts, cuts[1:], strict=False):
+                rows = b - a
+                line_offsets = (offsets[a : b + 1] - offsets[a]).astype(np.int32)
+                yield pa.RecordBatch.from_arrays(
+                    [
+                        pa.array(part[a:b]),
+                        _binary(
+                            rows, np.arange(rows + 1, dtype=np.int32) * 16, keys[16 * a : 16 * b]
+                        ),
+                        _binary(rows, line_offsets, blob[offsets[a] : offsets[b]]),
+                    ],
+                    names=["part", "key", "line"],
+                )
     except _Refused as e:
-        _problem(work, index, str(e))
+        _problem(work, str(e))
 
 
-def _parsed(rows: Iterable, first_part: bool) -> Iterator[tuple[str, str]]:
-    """(id, value) of each text line (a row holding its bytes), checked by parse_line."""
-    for number, (raw,) in enumerate(rows):
-        raw = bytes(raw)
-        if first_part and number == 0 and raw.startswith(loader.BOM):  # as the text build
-            raw = raw[len(loader.BOM) :]
-        key, value, reason = lines.parse_line(raw)
-        if reason is not None:
-            shown = shortened(raw.decode("utf-8", "replace"))
-            raise _Refused(f"line {shown!r}: {reason}")
-        yield key, value
+def _binary(rows: int, offsets: np.ndarray, data: bytes):
+    """An Arrow binary array of rows values: data cut at offsets (rows + 1 of them)."""
+    import pyarrow as pa
+
+    return pa.Array.from_buffers(
+        pa.binary(), rows, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
 
 
-def _checked(batch: list, max_value_bytes: int) -> list[tuple[bytes, bytes]]:
-    """(16 key bytes, canonical line) of each (id, value) row, or _Refused naming the
-    first bad row. A row must have a line of a text file of its own that the strict
-    load takes back as it is: an id that is a UUID (either case), a value that is a
-    string (not null) without "\\n" (it would end the line) or NUL, not ending in "\\r"
-    (read as a Windows line ending), of at most max_value_bytes UTF-8 bytes. A value
-    may be empty, or hold tabs, spaces and "\\r" elsewhere."""
-    ids = [row[0] for row in batch]
-    values = [row[1] for row in batch]
+_LOWER = np.arange(256, dtype=np.uint8)
+_LOWER[ord("A") : ord("Z") + 1] += 32
+
+
+def _line_batch(batch, max_value_bytes: int, first: bool) -> tuple[bytes, bytes, np.ndarray]:
+    """(keys, canonical lines, where each line starts and the end) of a batch of text
+    lines, checked as the text build checks them (kv_app.lines); _Refused quoting the
+    first bad one."""
+    raw = batch.column(0).to_pylist()
+    if first and raw and raw[0].startswith(loader.BOM):  # the file's first line, as the build
+        raw[0] = raw[0][len(loader.BOM) :]
+    chunk = b"\n".join(raw) + b"\n"
+    checked = lines.check_lines(chunk, max_value_bytes)
+    if checked is not None:
+        try:
+            str(chunk, "utf-8")
+        except UnicodeDecodeError:
+            checked = None
+    if checked is None:  # the reference check, line by line, names the bad one
+        for line in raw:
+            reason = lines.parse_line(line, max_value_bytes)[2]
+            if reason is not None:
+                raise _Refused(f"line {shortened(line.decode('utf-8', 'replace'))!r}: {reason}")
+        raise AssertionError("check_lines refused a batch that parse_line takes")
+    starts, _, upper = checked
+    if upper:  # the canonical line has the id in lower case
+        buf = np.frombuffer(chunk, dtype=np.uint8).copy()
+        columns = starts[:, None] + np.arange(KEY_LEN)
+        buf[columns] = _LOWER[buf[columns]]
+        chunk = buf.tobytes()
+    hi, lo = keyspace.line_key_halves(chunk, starts)
+    offsets = np.append(starts, len(chunk)).astype(np.int64)
+    return keyspace.halves_bytes(hi, lo), chunk, offsets
+
+
+def _row_batch(batch, max_value_bytes: int) -> tuple[bytes, bytes, np.ndarray]:
+    """(keys, canonical lines, where each line starts and the end) of a batch of (id,
+    value) rows, or _Refused naming the first bad row. A row must have a line of a text
+    file of its own that the strict load takes back as it is: an id that is a UUID
+    (either case), a value that is a string (not null) without "\\n" (it would end the
+    line) or NUL, not ending in "\\r" (read as a Windows line ending), of at most
+    max_value_bytes UTF-8 bytes. A value may be empty, or hold tabs, spaces and "\\r"
+    elsewhere."""
+    ids = batch.column(0).to_pylist()
+    values = batch.column(1).to_pylist()
     nibbles = keyspace.key_nibbles(ids)
     if nibbles is None:
         raise _Refused(malformed(next(i for i in ids if canonical_key(i) is None)))
-    keys = keyspace.key_bytes_many(nibbles)
     canonical = "\n".join(ids).lower().split("\n")  # each id is 36 characters, no "\n"
     if None in values:
         raise _Refused(f"id {canonical[values.index(None)]}: the value is null")
@@ -377,7 +463,9 @@ def _checked(batch: list, max_value_bytes: int) -> list[tuple[bytes, bytes]]:
         or (sizes - _LINE > max_value_bytes).any()
     ):
         raise _Refused(_first_bad(canonical, values, max_value_bytes))
-    return [(keys[16 * i : 16 * i + 16], line) for i, line in enumerate(encoded)]
+    offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    return keyspace.key_bytes_many(nibbles), blob, offsets
 
 
 def _first_bad(canonical: list[str], values: list[str], max_value_bytes: int) -> str:
@@ -401,64 +489,117 @@ def _first_bad(canonical: list[str], values: list[str], max_value_bytes: int) ->
     raise AssertionError("no bad value in the batch")  # the caller found one
 
 
-def _shard_of_key(key: bytes, *, shards: int) -> int:
-    """The partition of a key: its shard."""
-    return keyspace.shard_of_digit(key[0] >> 4, shards)
+def _write_batches(batches: Iterator, *, work: str, shards: int):
+    """The reduce side, over one partition's CHECKED batches sorted by key: each shard's
+    rows appended to a snapshot's data file a batch at a time, their lines to a piece of
+    the canonical text. Yields a batch of one result (JSON) for each shard written: where
+    its files are, and the manifest's fields about its data file."""
+    import pyarrow as pa
 
-
-def _write_task(index: int, records: Iterable[tuple[bytes, bytes]], *, work: str, batch_rows: int):
-    """The reduce side: shard `index`'s records, sorted by key, appended to a snapshot's
-    data file a batch at a time, their lines to a piece of the canonical text. Yields
-    one result: where they are, and the manifest's fields about the data file."""
-    attempt = _attempt()
-    where = Path(work) / f"shard-{index}.{attempt}"
-    piece = f"shard-{index}.{attempt}"
-    if _stopped(work):  # another task found a bad row: skip the sort too
-        yield {"index": index, "stopped": True}
-        return
-    where.mkdir()
-    writer = SnapshotWriter(where, 0)
-    mapped = writer.env.info()["map_size"]
-    written = count = 0
+    writer: _ShardWriter | None = None
     last = None
+    results = []
     try:
-        with open(Path(work) / TEXT / piece, "wb") as text:
-            for batch in _batches(records, batch_rows):
-                if _stopped(work):
-                    yield {"index": index, "stopped": True}
-                    return
-                keys = b"".join(key for key, _ in batch)
-                halves = np.frombuffer(keys, dtype=">u8").reshape(-1, 2)
-                hi, lo = halves[:, 0].astype(np.uint64), halves[:, 1].astype(np.uint64)
-                repeat = np.flatnonzero((hi[1:] == hi[:-1]) & (lo[1:] == lo[:-1]))
-                if last == keys[:16] or len(repeat):
-                    at = 0 if last == keys[:16] else int(repeat[0]) + 1
-                    _problem(work, index, f"duplicate id {key_text(int(hi[at]), int(lo[at]))}")
-                    yield {"index": index, "stopped": True}
-                    return
-                last = keys[-16:]
-                lines_ = [line for _, line in batch]
-                sizes = np.fromiter(map(len, lines_), dtype=np.int64, count=len(lines_))
-                blob = b"".join(lines_)
-                records_ = np.empty(len(batch), dtype=RECORD)
-                records_["hi"], records_["lo"] = hi, lo
-                records_["line"] = np.arange(count + 1, count + len(batch) + 1)
-                records_["at"] = np.cumsum(sizes) - sizes + KEY_LEN + 1
-                records_["len"] = sizes - _LINE
-                # The map only reserves address space: grow it ahead of the data (a
-                # snapshot takes less than its text), never by more than double.
-                need = 2 * (written + len(blob)) + (1 << 26)
-                if need > mapped:
-                    mapped = max(need, 2 * mapped)
-                    writer.env.set_mapsize(mapped)
-                writer.append(records_, blob)
-                text.write(blob)
-                written += len(blob)
-                count += len(batch)
-        fields = writer.finish()
+        for batch in batches:
+            if _stopped(work):
+                return
+            if not batch.num_rows:
+                continue
+            keys = _values(batch.column(1))[1]
+            halves = np.frombuffer(keys, dtype=">u8").reshape(-1, 2)
+            hi, lo = halves[:, 0].astype(np.uint64), halves[:, 1].astype(np.uint64)
+            if last is not None:
+                hi, lo = np.append(last[0], hi), np.append(last[1], lo)
+            same = (hi[1:] == hi[:-1]) & (lo[1:] == lo[:-1])
+            if same.any():
+                at = int(np.flatnonzero(same)[0]) + 1
+                _problem(work, f"duplicate id {key_text(int(hi[at]), int(lo[at]))}")
+                return
+            if last is not None:
+                hi, lo = hi[1:], lo[1:]
+            last = hi[-1:], lo[-1:]
+            offsets, blob = _values(batch.column(2))
+            of_shard = keyspace.shard_of_hi(hi, shards)
+            bounds = np.searchsorted(of_shard, np.arange(shards + 1))
+            for s in np.flatnonzero(bounds[1:] > bounds[:-1]).tolist():
+                a, b = int(bounds[s]), int(bounds[s + 1])
+                if writer is None or writer.index != s:
+                    if writer is not None:
+                        results.append(writer.finish())
+                    writer = _ShardWriter(work, s)
+                writer.append(hi[a:b], lo[a:b], offsets[a : b + 1], blob)
+        if writer is not None:
+            results.append(writer.finish())
     finally:
-        writer.close()
-    yield {"index": index, "dir": where.name, "piece": piece, "fields": fields}
+        if writer is not None:
+            writer.close()
+    yield pa.RecordBatch.from_arrays(
+        [pa.array([json.dumps(r) for r in results], pa.string())], names=["result"]
+    )
+
+
+def _values(array) -> tuple[np.ndarray, memoryview]:
+    """The values of an Arrow binary array (no nulls) as where each starts (and the end)
+    in the bytes of them all, and those bytes."""
+    import pyarrow as pa
+
+    _, offsets, data = array.buffers()
+    wide = pa.types.is_large_binary(array.type)
+    offsets = np.frombuffer(offsets, dtype=np.int64 if wide else np.int32)
+    offsets = offsets[array.offset : array.offset + len(array) + 1].astype(np.int64)
+    blob = memoryview(data)[offsets[0] : offsets[-1]]
+    return offsets - offsets[0], blob
+
+
+class _ShardWriter:
+    """One shard's data file (a SnapshotWriter) and its piece of the canonical text."""
+
+    def __init__(self, work: str, index: int):
+        attempt = _attempt()
+        self.index = index
+        self.name = f"shard-{index}.{attempt}"
+        self.where = Path(work) / self.name
+        self.where.mkdir()
+        self.writer = SnapshotWriter(self.where, 0)
+        self.mapped = self.writer.env.info()["map_size"]
+        self.text = open(Path(work) / TEXT / self.name, "wb")  # closed by close()
+        self.written = self.pairs = 0
+
+    def append(self, hi, lo, offsets: np.ndarray, blob: memoryview) -> None:
+        """Rows (keys above any before) whose lines are blob[offsets[i]:offsets[i + 1]]."""
+        lines_ = bytes(blob[offsets[0] : offsets[-1]])
+        sizes = np.diff(offsets)
+        records = np.empty(len(hi), dtype=RECORD)
+        records["hi"], records["lo"] = hi, lo
+        records["line"] = np.arange(self.pairs + 1, self.pairs + len(hi) + 1)
+        records["at"] = offsets[:-1] - offsets[0] + KEY_LEN + 1
+        records["len"] = sizes - _LINE
+        # The map only reserves address space: grow it ahead of the data (a snapshot
+        # takes less than its text), never by less than double.
+        need = 2 * (self.written + len(lines_)) + (1 << 26)
+        if need > self.mapped:
+            self.mapped = max(need, 2 * self.mapped)
+            self.writer.env.set_mapsize(self.mapped)
+        self.writer.append(records, lines_)
+        self.text.write(lines_)
+        self.written += len(lines_)
+        self.pairs += len(hi)
+
+    def finish(self) -> dict:
+        """Synced and closed: the shard's result for the driver."""
+        fields = self.writer.finish()
+        self.text.close()
+        return {
+            "index": self.index,
+            "dir": self.name,
+            "piece": self.name,
+            "pairs": self.pairs,
+            "fields": fields,
+        }
+
+    def close(self) -> None:
+        self.writer.close()
+        self.text.close()
 
 
 # --- The command -------------------------------------------------------------------------
