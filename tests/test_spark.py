@@ -225,15 +225,19 @@ def test_the_entry_point_over_a_parquet_file(spark, example, tmp_path, capsys):
 @pytest.mark.parametrize(
     "line, reason",
     [
-        ("no-space-at-all", "no space between key and value"),
-        ("xyz value", "key is not a UUID (8-4-4-4-12 hex digits): 'xyz'"),
+        (b"no-space-at-all", "no space between key and value"),
+        (b"xyz value", "key is not a UUID (8-4-4-4-12 hex digits): 'xyz'"),
+        (f"{K}3 \xff".encode("latin-1"), "invalid UTF-8 at byte 38 of the line"),
+        (f"{K}3 {'x' * 9}".encode(), "value of 9 bytes, over KV_MAX_VALUE_BYTES (8)"),
     ],
 )
 def test_a_bad_text_line_is_quoted(spark, tmp_path, capsys, line, reason):
     path = tmp_path / "bad.data"
-    path.write_text(f"{K}1 one\n{line}\n{K}2 two\n", "utf-8")
-    assert spark_build.main([str(path), str(tmp_path / "root")]) == 1
-    assert capsys.readouterr().err == f"Error: bad.data: line {line!r}: {reason}\n"
+    path.write_bytes(f"{K}1 one\n".encode() + line + f"\n{K}2 two\n".encode())
+    argv = [str(path), str(tmp_path / "root"), "--max-value-bytes", "8"]
+    assert spark_build.main(argv) == 1
+    shown = line.decode("utf-8", "replace")
+    assert capsys.readouterr().err == f"Error: bad.data: line {shown!r}: {reason}\n"
     assert current_version(tmp_path / "root") is None
     assert sorted(p.name for p in (tmp_path / "root").iterdir()) == [".lock"]
 

@@ -338,6 +338,7 @@ def _attempt() -> int:
 
 
 def _partition() -> int:
+    """The index of this task's partition."""
     from pyspark import TaskContext
 
     context = TaskContext.get()
@@ -363,6 +364,8 @@ def _check_batches(
         for batch in batches:
             if _stopped(work):
                 return
+            if not batch.num_rows:
+                continue
             if from_lines:
                 keys, blob, offsets = _line_batch(batch, max_value_bytes, first)
             else:
