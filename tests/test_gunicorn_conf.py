@@ -18,15 +18,26 @@ from kv_app.loader import LoadError
 
 
 class FakeServer:
-    """What the hooks use of gunicorn's Arbiter: app.callable, log, signal()."""
+    """What the hooks use of gunicorn's Arbiter: app.callable, log, signal(), reload()."""
 
     def __init__(self, app):
         self.app = SimpleNamespace(callable=app)
         self.log = logging.getLogger("test.arbiter")
+        self.log.reopen_files = lambda: None
         self.queued: list[int] = []
+        self.cycles = 0  # gunicorn's own reloads: new workers forked
 
     def signal(self, sig, frame):
         self.queued.append(sig)
+
+    def reload(self):
+        """SIGHUP as when_ready leaves it: the data first, gunicorn's reload if it loaded."""
+
+        def gunicorn_reload():
+            self.cycles += 1
+            gunicorn_conf.on_reload(self)  # gunicorn calls the hook, then forks workers
+
+        gunicorn_conf._reload(self, gunicorn_reload)
 
 
 @pytest.fixture
@@ -52,9 +63,10 @@ def test_a_failed_reload_keeps_the_data(server, monkeypatch, caplog, failure, lo
         raise failure
 
     monkeypatch.setattr(app_module, "open_store", fail)
-    gunicorn_conf.on_reload(server)  # does not raise
+    server.reload()  # does not raise
     assert server.app.callable.extensions[STORE] is store
     assert logged in caplog.text
+    assert server.cycles == 0  # the same workers serve on: none forked for nothing
 
 
 def test_a_reload_swaps_the_store_and_restores_the_signal_handlers(
@@ -65,7 +77,8 @@ def test_a_reload_swaps_the_store_and_restores_the_signal_handlers(
     path = tmp_path / "new.data"
     path.write_text("8a35eb59-62b3-481c-8875-1f248df4c952 new\n")
     monkeypatch.setenv("KV_DATA_PATH", str(path))
-    gunicorn_conf.on_reload(server)
+    server.reload()
+    assert server.cycles == 1
     store = server.app.callable.extensions[STORE]
     assert dict(store) == {"8a35eb59-62b3-481c-8875-1f248df4c952": "new"}
     assert f"reload done: serving version {store.version}, 1 pairs" in caplog.text
@@ -80,8 +93,8 @@ def test_a_stop_signal_abandons_the_load_and_is_handed_back(server, monkeypatch,
         raise AssertionError("the load went on")
 
     monkeypatch.setattr(app_module, "open_store", slow)
-    gunicorn_conf.on_reload(server)
-    assert server.queued == [signal.SIGTERM]
+    server.reload()
+    assert server.queued == [signal.SIGTERM] and server.cycles == 0
     assert server.app.callable.extensions[STORE] is store
     assert "reload abandoned: SIGTERM arrived" in caplog.text
 
