@@ -1,15 +1,13 @@
-"""Parse a data file of `<uuid> <value>` lines; every error names path:line. No Flask here.
+"""Load a data file into a dict, or check one: built on kv_app.reader (the one reader
+of data files). Every error names path:line. No Flask here.
 
-Two paths give the same result. The fast path checks every line of a chunk of the file at
-once with numpy (key digits and dashes, the space, no NUL, no CR before the newline), then
-decodes and splits the chunk and builds the dict with operations in C. When a chunk has a
-bad line, or a key repeats, the whole file is read again line by line: the reference
-path, which finds every problem and names its line. load_spans is the fast path without
-Python objects per pair, for CompactStore.
+The fast path turns each clean chunk (every line good) into dict entries with operations
+in C: decode, split, update. When a chunk has a bad line, or a key repeats, the file is
+read again in the careful path, which records every problem and the first line of every
+repeated key.
 
 max_value_bytes limits a value's size (None: no limit; the stores and the CLI pass the
-KV_MAX_VALUE_BYTES setting). Every path reads the file in bounded pieces and gives up on a
-line as soon as it is longer than the limit allows: a line of gigabytes is never held whole.
+KV_MAX_VALUE_BYTES setting): a longer line is bad, and never held whole.
 """
 
 from __future__ import annotations
@@ -17,69 +15,58 @@ from __future__ import annotations
 import gc
 import hashlib
 import os
-import sys
 import time
-from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import BinaryIO
 
 import numpy as np
 
-from kv_app import config
-from kv_app.lines import KEY_LEN, check_lines, oversize_reason, parse_line
-
-BOM = b"\xef\xbb\xbf"
-# Read this much at a time: bounds the transient memory of the fast path (a chunk,
-# its text and its line list) and paces the progress bar.
-CHUNK_BYTES = 8 * 1024 * 1024
-
-
-# How many problems a LoadError spells out before it only counts the rest.
-SHOWN_PROBLEMS = 20
-
-Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One bad line: where it is and what is wrong with it."""
-
-    line: int
-    reason: str
-
-    def format(self, path: str) -> str:
-        return f"{path}:{self.line}: {self.reason}"
-
-
-class LoadError(Exception):
-    """A data file that cannot be served. str() is `path:line: reason` (or `path: reason`)."""
-
-    def __init__(self, message: str, problems: tuple[Problem, ...] = ()):
-        super().__init__(message)
-        self.problems = problems
+from kv_app.keys import KEY_LEN
+from kv_app.reader import (  # noqa: F401  (the names this module has always offered)
+    BOM,
+    SHOWN_PROBLEMS,
+    DataIdentity,
+    LoadError,
+    Problem,
+    Progress,
+    Reading,
+    check_unchanged,
+    chunks,
+    configured_max_value_bytes,
+    error,
+    iso_time,
+    opened,
+    tty_progress,
+)
 
 
 @dataclass
 class LoadReport:
-    """What a load did and which data it read: pairs kept, bytes read, seconds taken,
-    lines skipped, and the file's identity (path, size, mtime, SHA-256 of its bytes)."""
+    """What a load did and which data it read: pairs kept, seconds taken, lines skipped,
+    a byte-order mark, and the data's identity (path, size, mtime, SHA-256)."""
 
-    path: str
+    identity: DataIdentity
     pairs: int = 0
-    bytes: int = 0
     seconds: float = 0.0
     skipped: list[Problem] = field(default_factory=list)
     bom: bool = False
-    sha256: str = ""
-    mtime: float = 0.0
     loaded_at: float = field(default_factory=time.time)
 
     @property
+    def path(self) -> str:
+        return self.identity.path
+
+    @property
+    def bytes(self) -> int:
+        return self.identity.bytes
+
+    @property
+    def sha256(self) -> str:
+        return self.identity.sha256
+
+    @property
     def version(self) -> str:
-        """A short name of the content: the first 16 hex digits of its SHA-256."""
-        return self.sha256[:16]
+        return self.identity.version
 
     def describe(self) -> dict:
         """The identity of the data, as /readyz shows it."""
@@ -88,7 +75,7 @@ class LoadReport:
             "path": os.path.abspath(self.path),
             "bytes": self.bytes,
             "sha256": self.sha256,
-            "modified": iso_time(self.mtime),
+            "modified": self.identity.modified,
             "loaded_at": iso_time(self.loaded_at),
             "load_seconds": round(self.seconds, 3),
             "skipped_lines": len(self.skipped),
@@ -98,7 +85,7 @@ class LoadReport:
         text = (
             f"loaded {self.pairs:,} pairs ({self.bytes / 1e6:,.1f} MB) "
             f"from {os.path.abspath(self.path)} in {self.seconds:.2f} s: version "
-            f"{self.version}, sha256 {self.sha256}, modified {iso_time(self.mtime)}"
+            f"{self.version}, sha256 {self.sha256}, modified {self.identity.modified}"
         )
         if self.skipped:
             where = ", ".join(str(p.line) for p in self.skipped[:SHOWN_PROBLEMS])
@@ -107,20 +94,20 @@ class LoadReport:
         return text
 
 
-def iso_time(timestamp: float) -> str:
-    """A Unix time as ISO 8601 in UTC, to the second."""
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
-
-
-def configured_max_value_bytes() -> int:
-    """KV_MAX_VALUE_BYTES as the environment sets it, else its default: the limit of a
-    store's load or a build whose caller passes none (create_app and publish pass none)."""
-    setting = config.BY_NAME["MAX_VALUE_BYTES"]
-    raw = os.environ.get(setting.env)
-    try:
-        return setting.default if raw is None else setting.parse(raw)
-    except config.ConfigError as e:
-        raise LoadError(str(e)) from None
+def finish(
+    name: str, reading: Reading, before: os.stat_result, pairs: int, strict: bool, started: float
+) -> LoadReport:
+    """The report of a text store's load, or the LoadError it ends in: bad lines (strict),
+    no good pair, an empty file."""
+    problems = sorted(reading.problems, key=lambda p: p.line)
+    if problems and strict:
+        raise error(name, problems)
+    if not pairs:
+        raise LoadError(f"{name}: no valid pairs" if problems else f"{name}: file is empty")
+    report = LoadReport(reading.identity(name, before), pairs=pairs, skipped=problems)
+    report.bom = reading.bom
+    report.seconds = time.perf_counter() - started
+    return report
 
 
 def load(
@@ -139,26 +126,58 @@ def load(
     """
     started = time.perf_counter()
     name = os.fspath(path)
-    report = LoadReport(path=name)
-    with _open(name) as f, _read_errors(name), _gc_paused():
-        before = os.fstat(f.fileno())
-        size = before.st_size
-        digest = hashlib.sha256()
-        data = _load_fast(f, size, progress, digest, max_value_bytes)
-        if data is None:
-            f.seek(0)
-            digest = hashlib.sha256()
-            data, problems, report.bom = _load_lines(f, digest, max_value_bytes)
-            if problems and strict:
-                raise _error(name, problems)
-            report.skipped = problems
-        report.bytes = _check_unchanged(name, f, before)
-        report.sha256, report.mtime = digest.hexdigest(), before.st_mtime
-    if not data:
-        raise LoadError(f"{name}: no valid pairs" if report.skipped else f"{name}: file is empty")
-    report.pairs = len(data)
-    report.seconds = time.perf_counter() - started
-    return data, report
+    with _gc_paused():
+        for careful in (False, True):
+            with opened(name) as (f, before):
+                reading = Reading(digest=hashlib.sha256())
+                checked = chunks(f, reading, max_value_bytes=max_value_bytes, progress=progress)
+                data = _careful(checked, reading.problems) if careful else _fast(checked)
+                if data is None:
+                    continue
+                check_unchanged(name, f, before, reading.bytes)
+            return data, finish(name, reading, before, len(data), strict, started)
+    raise AssertionError("the careful path always returns")
+
+
+def _fast(checked) -> dict[str, str] | None:
+    """The dict, or None when a chunk has a bad line or a key repeats."""
+    data: dict[str, str] = {}
+    for chunk in checked:
+        if not chunk.clean:
+            return None
+        # Turn each separator into a line break: one split then gives key, value, key, ...
+        text = bytearray(chunk.buf)
+        np.frombuffer(text, dtype=np.uint8)[chunk.starts + KEY_LEN] = ord("\n")
+        parts = text.decode("utf-8").split("\n")
+        parts.pop()  # the empty string after the last "\n"
+        if chunk.upper:
+            parts[0::2] = [key.lower() for key in parts[0::2]]
+        expected = len(data) + len(parts) // 2
+        pairs = iter(parts)
+        data.update(zip(pairs, pairs, strict=True))
+        if len(data) != expected:  # a repeated key
+            return None
+    return data
+
+
+def _careful(checked, problems: list[Problem]) -> dict[str, str]:
+    """The reference: each good line on its own; a repeated key keeps its first value and
+    is a problem naming the line it first appeared on."""
+    data: dict[str, str] = {}
+    first_seen: dict[str, int] = {}
+    for chunk in checked:
+        buf = chunk.buf
+        for start, end, number in zip(
+            chunk.starts.tolist(), chunk.ends.tolist(), chunk.numbers.tolist(), strict=True
+        ):
+            key = str(buf[start : start + KEY_LEN], "ascii").lower()
+            if key in first_seen:
+                reason = f"duplicate key {key} (first on line {first_seen[key]})"
+                problems.append(Problem(number, reason))
+                continue
+            data[key] = str(buf[start + KEY_LEN + 1 : end], "utf-8")
+            first_seen[key] = number
+    return data
 
 
 def check(
@@ -168,94 +187,10 @@ def check(
 
     File-level problems (missing, a directory, unreadable) raise LoadError.
     """
-    name = os.fspath(path)
-    with _open(name) as f, _read_errors(name):
-        data, problems, _ = _load_lines(f, hashlib.sha256(), max_value_bytes)
-    return len(data), problems
-
-
-@dataclass
-class Spans:
-    """A whole file in memory and where its lines are: line i is buf[starts[i]:ends[i]],
-    its key the first 36 bytes, its value what follows the space. All lines are good
-    (duplicate keys not yet checked); upper: some key has upper-case hex digits."""
-
-    buf: bytes | bytearray  # a bytearray when read under a value limit (grown in place)
-    starts: np.ndarray
-    ends: np.ndarray
-    upper: bool
-
-
-def load_spans(
-    path: str | os.PathLike[str],
-    *,
-    progress: Progress | None = None,
-    max_value_bytes: int | None = None,
-) -> tuple[Spans | None, LoadReport]:
-    """The fast path without building Python objects: Spans, or None when some line is
-    bad (then use load(), which names it). Raises LoadError for an unusable file."""
-    started = time.perf_counter()
-    name = os.fspath(path)
-    report = LoadReport(path=name)
-    max_line = None if max_value_bytes is None else KEY_LEN + 1 + max_value_bytes + len(BOM)
-    with _open(name) as f, _read_errors(name):
-        before = os.fstat(f.fileno())
-        buf = _read_whole(f, max_line)
-        if buf is None:  # a line over the limit: read no further
-            return None, report
-        report.bytes = _check_unchanged(name, f, before)
-    report.sha256, report.mtime = hashlib.sha256(buf).hexdigest(), before.st_mtime
-    if not buf:
-        raise LoadError(f"{name}: file is empty")
-    if not buf.endswith(b"\n"):
-        buf += b"\n"
-    view = memoryview(buf)
-    starts, ends, upper = [], [], False
-    base = 0
-    while base < len(buf):
-        cut = buf.rfind(b"\n", base, base + CHUNK_BYTES) + 1 or buf.index(b"\n", base) + 1
-        chunk = view[base:cut]
-        checked = check_lines(chunk, max_value_bytes)
-        if checked is None:
-            return None, report
-        try:
-            str(chunk, "utf-8")
-        except UnicodeDecodeError:
-            return None, report
-        starts.append(checked[0] + base)
-        ends.append(checked[1] + base)
-        upper = upper or checked[2]
-        base = cut
-        if progress is not None:
-            progress(min(base, report.bytes), report.bytes)
-    spans = Spans(buf, np.concatenate(starts), np.concatenate(ends), upper)
-    report.pairs = len(spans.starts)
-    report.seconds = time.perf_counter() - started
-    return spans, report
-
-
-def _read_whole(f: BinaryIO, max_line: int | None) -> bytes | bytearray | None:
-    """The rest of f, or None as soon as a line (without its "\n") is longer than max_line
-    bytes. Read in pieces and grown in place (no second copy of the file), so a line of
-    gigabytes is given up after about max_line + CHUNK_BYTES bytes."""
-    if max_line is None:
-        return f.read()
-    buf = bytearray()
-    line_start = 0  # where the line being read starts
-    while piece := f.read(CHUNK_BYTES):
-        at = len(buf)
-        buf += piece
-        # Lines within the piece are checked later (check_lines); here only the one that
-        # runs into it and the one it leaves open, which may span many pieces.
-        first = piece.find(b"\n")
-        if first < 0:
-            if len(buf) - line_start > max_line:
-                return None
-            continue
-        if at + first - line_start > max_line:
-            return None
-        line_start = at + piece.rfind(b"\n") + 1
-    return buf
+    reading = Reading()
+    with opened(path) as (f, _):
+        data = _careful(chunks(f, reading, max_value_bytes=max_value_bytes), reading.problems)
+    return len(data), sorted(reading.problems, key=lambda p: p.line)
 
 
 @contextmanager
@@ -269,177 +204,3 @@ def _gc_paused():
     finally:
         if enabled:
             gc.enable()
-
-
-@contextmanager
-def _read_errors(name: str):
-    """A read that fails (EIO, ESTALE on a network volume ...) becomes a LoadError."""
-    try:
-        yield
-    except OSError as e:
-        raise LoadError(f"{name}: cannot read: {e.strerror or e}") from None
-    except MemoryError:
-        raise LoadError(f"{name}: out of memory while loading") from None
-
-
-def _open(name: str) -> BinaryIO:
-    if os.path.isdir(name):
-        raise LoadError(f"{name}: is a directory, not a data file")
-    try:
-        return open(name, "rb")
-    except FileNotFoundError:
-        raise LoadError(f"{name}: no such file") from None
-    except PermissionError:
-        raise LoadError(f"{name}: permission denied (cannot read the file)") from None
-    except OSError as e:
-        raise LoadError(f"{name}: cannot open: {e.strerror}") from None
-
-
-def _check_unchanged(name: str, f: BinaryIO, before: os.stat_result) -> int:
-    """Bytes read; refuse a file that was written to while it was read.
-
-    A file replaced by rename (the safe way to publish) is fine: the open file is the
-    old one, read whole.
-    """
-    read = f.tell()
-    after = os.fstat(f.fileno())
-    if (read, after.st_size, after.st_mtime_ns) != (
-        before.st_size,
-        before.st_size,
-        before.st_mtime_ns,
-    ):
-        raise LoadError(f"{name}: file changed while it was being loaded; publish it by rename")
-    return read
-
-
-def _error(name: str, problems: list[Problem]) -> LoadError:
-    lines = [p.format(name) for p in problems[:SHOWN_PROBLEMS]]
-    if len(problems) > SHOWN_PROBLEMS:
-        lines.append(f"{name}: ... and {len(problems) - SHOWN_PROBLEMS:,} more bad lines")
-    return LoadError("\n".join(lines), tuple(problems))
-
-
-def _chunks(f: BinaryIO, digest, max_line: int | None = None) -> Iterator[bytes | None]:
-    """The file in pieces that end at a line end (the last piece gets one if it lacks it);
-    digest is updated with every byte read. None, and no more, once a line (without its
-    "\n") is longer than max_line bytes: it is never held whole."""
-    rest = b""
-    while True:
-        block = f.read(CHUNK_BYTES)
-        if not block:
-            break
-        digest.update(block)
-        block = rest + block
-        cut = block.rfind(b"\n") + 1
-        rest = block[cut:]
-        if max_line is not None and len(rest) > max_line:
-            yield None
-            return
-        if cut:
-            yield block[:cut]
-    if rest:
-        yield rest + b"\n"
-
-
-def _load_fast(
-    f: BinaryIO, size: int, progress: Progress | None, digest, max_value_bytes: int | None = None
-) -> dict[str, str] | None:
-    """The dict, or None when any chunk needs the line-by-line path."""
-    data: dict[str, str] = {}
-    done = 0
-    # A first line may carry a byte-order mark too; the line-by-line path counts exactly.
-    max_line = None if max_value_bytes is None else KEY_LEN + 1 + max_value_bytes + len(BOM)
-    for chunk in _chunks(f, digest, max_line):
-        if chunk is None:
-            return None
-        checked = check_lines(chunk, max_value_bytes)
-        if checked is None:
-            return None
-        starts, _, upper = checked
-        # Turn each separator into a line break: one split then gives key, value, key, ...
-        text = bytearray(chunk)
-        np.frombuffer(text, dtype=np.uint8)[starts + KEY_LEN] = ord("\n")
-        try:
-            parts = text.decode("utf-8").split("\n")
-        except UnicodeDecodeError:
-            return None
-        parts.pop()  # the empty string after the last "\n"
-        if upper:
-            parts[0::2] = [key.lower() for key in parts[0::2]]
-        expected = len(data) + len(parts) // 2
-        pairs = iter(parts)
-        data.update(zip(pairs, pairs, strict=True))
-        if len(data) != expected:  # a duplicate key
-            return None
-        done += len(chunk)
-        if progress is not None:
-            progress(min(done, size), size)
-    return data
-
-
-def _load_lines(
-    f: BinaryIO, digest, max_value_bytes: int | None = None
-) -> tuple[dict[str, str], list[Problem], bool]:
-    """The reference path: every line checked on its own. Returns (data, problems, bom);
-    digest is updated with every byte read."""
-    data: dict[str, str] = {}
-    first_seen: dict[str, int] = {}
-    problems: list[Problem] = []
-    bom = False
-    max_line = None if max_value_bytes is None else KEY_LEN + 1 + max_value_bytes + len(BOM)
-    for number, (raw, length) in enumerate(_lines(f, digest, max_line), 1):
-        if number == 1 and raw.startswith(BOM):
-            raw = raw[len(BOM) :]
-            length -= len(BOM)
-            bom = True
-        if length > len(raw):  # only its head was kept: over the limit, whatever the rest
-            key, value = "", ""
-            reason = oversize_reason(raw, length - (KEY_LEN + 1), max_value_bytes)
-        else:
-            key, value, reason = parse_line(raw, max_value_bytes)
-        if reason is None and key in first_seen:
-            reason = f"duplicate key {key} (first on line {first_seen[key]})"
-        if reason is not None:
-            problems.append(Problem(number, reason))
-            continue
-        data[key] = value
-        first_seen[key] = number
-    return data, problems, bom
-
-
-def _lines(f: BinaryIO, digest, max_line: int | None) -> Iterator[tuple[bytes, int]]:
-    """Each line of f (with its "\n") and its length without the "\n"; of a line longer
-    than max_line bytes only the first max_line + 1, the rest read in pieces and counted,
-    never held. digest is updated with every byte read."""
-    if max_line is None:
-        for raw in f:
-            digest.update(raw)
-            yield raw, len(raw) - raw.endswith(b"\n")
-        return
-    while raw := f.readline(max_line + 1):
-        digest.update(raw)
-        length = len(raw) - raw.endswith(b"\n")
-        if length > max_line:
-            while piece := f.readline(CHUNK_BYTES):
-                digest.update(piece)
-                length += len(piece) - piece.endswith(b"\n")
-                if piece.endswith(b"\n"):
-                    break
-        yield raw, length
-
-
-def tty_progress(stream=sys.stderr, min_bytes: int = 64 * 1024 * 1024) -> Progress | None:
-    """A progress bar for long loads, or None when the stream is not a terminal."""
-    if not stream.isatty():
-        return None
-
-    def show(done: int, total: int) -> None:
-        if total < min_bytes:
-            return
-        filled = 30 * done // total
-        stream.write(f"\rloading [{'#' * filled}{'.' * (30 - filled)}] {100 * done // total:3d}%")
-        if done >= total:
-            stream.write("\n")
-        stream.flush()
-
-    return show

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from kv_app import loader
+from kv_app import loader, reader
 from kv_app.loader import LoadError, Problem
 from kv_app.stores import STORES
 
@@ -32,27 +32,27 @@ def test_tricky_values_come_back_exactly(tricky_file):
     assert report.skipped == []
 
 
-def test_generated_file_fast_path_equals_line_by_line(data_file, data):
+def test_generated_file_fast_path_equals_the_careful_one(monkeypatch, data_file, data):
     fast, report = loader.load(data_file)
-    digest = hashlib.sha256()
-    with open(data_file, "rb") as f:
-        slow, problems, bom = loader._load_lines(f, digest)
+    monkeypatch.setattr(loader, "_fast", lambda checked: None)  # the careful path only
+    slow, careful = loader.load(data_file)
     assert fast == slow == data
-    assert problems == [] and not bom
-    assert report.sha256 == digest.hexdigest() == hashlib.sha256(data_file.read_bytes()).hexdigest()
+    assert careful.skipped == [] and not careful.bom
+    assert report.identity.sha256 == careful.identity.sha256
+    assert report.sha256 == hashlib.sha256(data_file.read_bytes()).hexdigest()
 
 
 @pytest.mark.parametrize("chunk", [40, 64, 100, 1000])
 def test_chunk_boundaries_do_not_matter(monkeypatch, data_file, data, chunk):
-    monkeypatch.setattr(loader, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(reader, "CHUNK_BYTES", chunk)
     assert loader.load(data_file)[0] == data
 
 
 def test_fast_path_is_taken_for_a_good_file(monkeypatch, data_file):
-    def fail(f):
-        raise AssertionError("line-by-line path used for a good file")
+    def fail(checked, problems):
+        raise AssertionError("careful path used for a good file")
 
-    monkeypatch.setattr(loader, "_load_lines", fail)
+    monkeypatch.setattr(loader, "_careful", fail)
     loader.load(data_file)
 
 
@@ -189,7 +189,7 @@ def test_unreadable_file_as_root(tmp_path, monkeypatch):
 @pytest.mark.parametrize("strict", [True, False])
 def test_file_that_changes_while_loading(tmp_path, monkeypatch, data_file, strict):
     path = write(tmp_path, data_file.read_bytes())
-    monkeypatch.setattr(loader, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(reader, "CHUNK_BYTES", 4096)
 
     def append_once(done, total):
         if done <= 4096:
@@ -205,7 +205,7 @@ def test_file_replaced_by_rename_while_loading_gives_the_old_file(
 ):
     path = write(tmp_path, data_file.read_bytes())
     new = write(tmp_path, f"{K1} new\n".encode(), name="new.data")
-    monkeypatch.setattr(loader, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(reader, "CHUNK_BYTES", 4096)
 
     def replace(done, total):
         if new.exists():
@@ -318,7 +318,7 @@ def text_stores():
 def test_a_value_over_the_limit_stops_a_strict_load_with_path_and_line(
     tmp_path, monkeypatch, chunk
 ):
-    monkeypatch.setattr(loader, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(reader, "CHUNK_BYTES", chunk)
     path = huge_line_file(tmp_path)
     for load in [loader.load, *(store.from_file for store in text_stores())]:
         with pytest.raises(LoadError) as e:
@@ -329,7 +329,7 @@ def test_a_value_over_the_limit_stops_a_strict_load_with_path_and_line(
 
 @pytest.mark.parametrize("chunk", [64, 8 * 1024 * 1024])
 def test_a_value_over_the_limit_is_skipped_when_lenient(tmp_path, monkeypatch, chunk):
-    monkeypatch.setattr(loader, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(reader, "CHUNK_BYTES", chunk)
     path = huge_line_file(tmp_path)
     data, report = loader.load(path, strict=False, max_value_bytes=LIMIT)
     assert data == {K1: "v1", K3: "v3"}
@@ -346,7 +346,7 @@ def test_a_value_over_the_limit_is_skipped_when_lenient(tmp_path, monkeypatch, c
 def test_values_of_exactly_the_limit_load_byte_for_byte(tmp_path, monkeypatch, chunk):
     """At the limit, counted in bytes of UTF-8: first line after a byte-order mark,
     a middle one, the last one without its newline."""
-    monkeypatch.setattr(loader, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(reader, "CHUNK_BYTES", chunk)
     values = {
         K1: "é" * (LIMIT // 2),
         K2: "x☃" + " \t" * ((LIMIT - 6) // 2) + "\r" + "v",
@@ -374,20 +374,21 @@ def test_a_huge_line_with_a_bad_key_is_named_by_its_key(tmp_path):
 
 
 def test_a_huge_line_is_never_held_whole(tmp_path, monkeypatch):
-    """Each reading path gives up on a line over the limit after about the limit and a
-    chunk, or keeps only its head while it counts the rest."""
-    monkeypatch.setattr(loader, "CHUNK_BYTES", 4096)
+    """The reader gives up on a line over the limit after about the limit and a chunk:
+    it keeps only the head while it counts (and hashes) the rest. Every store, the build
+    and the check read through it."""
+    monkeypatch.setattr(reader, "CHUNK_BYTES", 4096)
     path = huge_line_file(tmp_path)
     max_line = 37 + LIMIT + 3
-    with open(path, "rb") as f:
-        assert loader._read_whole(f, max_line) is None  # load_spans
-        assert f.tell() <= max_line + 2 * 4096
-    with open(path, "rb") as f:
-        assert list(loader._chunks(f, hashlib.sha256(), max_line))[-1] is None  # load's fast path
-        assert f.tell() <= max_line + 2 * 4096
-    with open(path, "rb") as f:  # the line-by-line path
-        lines = [(len(raw), length) for raw, length in loader._lines(f, hashlib.sha256(), max_line)]
-    assert lines == [(40, 39), (max_line + 1, 3_000_037), (40, 39)]
+    reading = reader.Reading(digest=hashlib.sha256())
+    held = []
+    with reader.opened(path) as (f, _):
+        for chunk in reader.chunks(f, reading, max_value_bytes=LIMIT):
+            held.append(len(chunk.buf))
+            assert f.tell() <= max_line + 3 * 4096 or chunk.base > 3_000_000
+    assert max(held) <= max_line + 2 * 4096
+    assert reading.problems == [Problem(2, OVER)]
+    assert reading.digest.hexdigest() == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_the_stores_take_the_limit_from_the_environment(tmp_path, monkeypatch):

@@ -3,13 +3,14 @@ values as slices of the file's bytes."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from kv_app import lines, loader
+from kv_app import loader, reader
 from kv_app.keys import KEY_LEN, key_text
 from kv_app.keyspace import key_halves, key_nibbles, line_key_halves, pack_halves
 from kv_app.stores import LoadedFromText
@@ -40,43 +41,52 @@ class CompactStore(LoadedFromText, Mapping[str, str]):
         max_value_bytes: int | None = None,
     ) -> CompactStore:
         """Load a data file; raises loader.LoadError if it cannot be served. A value over
-        max_value_bytes makes its line bad (None: the KV_MAX_VALUE_BYTES setting)."""
+        max_value_bytes makes its line bad (None: the KV_MAX_VALUE_BYTES setting).
+
+        One read: the good lines' bytes are kept in one buffer (a bad line's are not),
+        their keys turned into numbers chunk by chunk, then sorted once."""
         if max_value_bytes is None:
-            max_value_bytes = loader.configured_max_value_bytes()
+            max_value_bytes = reader.configured_max_value_bytes()
         started = time.perf_counter()
-        spans, report = loader.load_spans(path, progress=progress, max_value_bytes=max_value_bytes)
-        store = cls.from_spans(spans, report) if spans is not None else None
-        if store is None:  # a bad line or a duplicate key: the reference path names it
-            data, report = loader.load(
-                path, strict=strict, progress=progress, max_value_bytes=max_value_bytes
-            )
-            store = cls.from_dict(data, report)
-        report.pairs = len(store)
-        report.seconds = time.perf_counter() - started
-        return store
+        name = os.fspath(path)
+        reading = reader.Reading(digest=hashlib.sha256())
+        with reader.opened(name) as (f, before):
+            # The lines stay where they are in the file (one more byte: a "\n" the last
+            # line may lack). A bad line's bytes are never written: a skipped line of
+            # gigabytes costs no memory. The arrays are made for the most lines the file
+            # can hold; only the part filled is ever resident.
+            buf = bytearray(before.st_size + 1)
+            most = before.st_size // (KEY_LEN + 2) + 1
+            hi, lo = np.empty(most, np.uint64), np.empty(most, np.uint64)
+            start, end = np.empty(most, np.int64), np.empty(most, np.int64)
+            pieces = []  # (where, a chunk's line numbers, or its first one if clean)
+            n = 0
+            for chunk in reader.chunks(
+                f, reading, max_value_bytes=max_value_bytes, progress=progress, into=buf
+            ):
+                k = len(chunk.starts)
+                hi[n : n + k], lo[n : n + k] = line_key_halves(chunk.buf, chunk.starts)
+                start[n : n + k] = chunk.starts + (chunk.base + KEY_LEN + 1)
+                end[n : n + k] = chunk.ends + chunk.base
+                pieces.append((n, chunk.numbers if not chunk.clean else int(chunk.numbers[0])))
+                n += k
+            reader.check_unchanged(name, f, before, reading.bytes)
+        hi, lo = hi[:n], lo[:n]
 
-    @classmethod
-    def from_spans(cls, spans: loader.Spans, report: loader.LoadReport) -> CompactStore | None:
-        """The store over checked lines, or None if two lines have the same key."""
-        hi, lo = line_key_halves(spans.buf, spans.starts)
-        order = np.argsort(hi)  # 4x faster than lexsort; enough unless high halves repeat
-        hi, lo = hi[order], lo[order]
-        same_high = hi[1:] == hi[:-1]
-        if same_high.any():  # e.g. time-based UUIDs: order those by the low half too
-            resort = np.lexsort((lo, hi))
-            order, hi, lo = order[resort], hi[resort], lo[resort]
-            same_high = hi[1:] == hi[:-1]
-        if (same_high & (lo[1:] == lo[:-1])).any():
-            return None
-        start = spans.starts[order] + (KEY_LEN + 1)
-        return cls(hi, lo, start, spans.ends[order], spans.buf, report)
+        def lines() -> np.ndarray:  # a clean chunk's lines follow from its first one
+            numbers = np.empty(n, dtype=np.int64)
+            for (at, first), (to, _) in zip(pieces, [*pieces[1:], (n, None)], strict=True):
+                numbers[at:to] = (
+                    first if not isinstance(first, int) else np.arange(first, first + to - at)
+                )
+            return numbers
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, str], report: loader.LoadReport | None = None):
-        """The store over canonical key -> value pairs."""
-        text = "".join(f"{key} {value}\n" for key, value in data.items()).encode("utf-8")
-        spans = loader.Spans(text, *lines.line_spans(text), upper=False)
-        return cls.from_spans(spans, report)
+        order, kept = reader.sorted_unique(hi, lo, lines, reading.problems)
+        order = order[kept]
+        del kept
+        start, end = start[order], end[order]
+        report = loader.finish(name, reading, before, len(order), strict, started)
+        return cls(hi[order], lo[order], start, end, buf, report)
 
     def _index(self, key: str) -> int:
         """Position of a key, or -1."""
