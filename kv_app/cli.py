@@ -158,6 +158,7 @@ def _built(manifest: dict, data_file: str) -> None:
 )
 @_option("MAX_VALUE_BYTES")
 @_option("TMP_DIR")
+@_option("JOBS")
 def build(
     data_file: str,
     snapshot_dir: str,
@@ -165,6 +166,7 @@ def build(
     shards: str,
     max_value_bytes: int | None,
     tmp_dir: str | None,
+    jobs: int | None,
 ) -> None:
     """Build a snapshot of DATA_FILE at SNAPSHOT_DIR (which must not exist), then serve it
     with `kv-app serve SNAPSHOT_DIR`. Lines are checked as serving the file checks them."""
@@ -180,6 +182,7 @@ def build(
             max_value_bytes=max_value_bytes,
             tmp_dir=tmp_dir,
             say=_say,
+            jobs=jobs,
         )
     _built(manifest, data_file)
     click.echo(f"built {snapshot_dir}")
@@ -192,6 +195,7 @@ def build(
 @_option("KEEP_VERSIONS")
 @_option("MAX_VALUE_BYTES")
 @_option("TMP_DIR")
+@_option("JOBS")
 def publish(
     data_file: str,
     root: str,
@@ -199,6 +203,7 @@ def publish(
     keep_versions: int | None,
     max_value_bytes: int | None,
     tmp_dir: str | None,
+    jobs: int | None,
 ) -> None:
     """Build DATA_FILE as ROOT's next version-N, check it, then point ROOT/current at it.
     Serve ROOT with `kv-app serve ROOT`; SIGHUP moves a running server to the new current."""
@@ -215,6 +220,7 @@ def publish(
             say=_say,
             max_value_bytes=max_value_bytes,
             tmp_dir=tmp_dir,
+            jobs=jobs,
         )
     _built(manifest, data_file)
     click.echo(f"published {root}/version-{number}; current -> version-{number}")

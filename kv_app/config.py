@@ -175,6 +175,16 @@ SETTINGS: tuple[Setting, ...] = (
         "Directory for a build's temporary runs (about the size of the text, removed "
         "after the build); default: beside the snapshot.",
     ),
+    Setting(
+        "JOBS",
+        0,
+        "Processes a build uses: they check and partition pieces of the text, then sort "
+        "partitions while one appends them to the snapshot; 0: one per usable core "
+        "(at most 8). Peak memory grows by about 100 MB a job.",
+        int,
+        low=0,
+        high=64,
+    ),
     # Read by kv-app publish.
     Setting(
         "KEEP_VERSIONS",

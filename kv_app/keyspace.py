@@ -72,11 +72,12 @@ def key_halves(key: str) -> tuple[int, int] | None:
     return number >> 64, number & _LOW64
 
 
-def halves_bytes(hi: np.ndarray, lo: np.ndarray) -> bytes:
-    """The 16 bytes of each key given as halves (LMDB's key order is this byte order)."""
+def halves_array(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """The 16 bytes of each key given as halves, as an (n, 2) big-endian array (LMDB's key
+    order is this byte order)."""
     halves = np.empty((len(hi), 2), dtype=">u8")
     halves[:, 0], halves[:, 1] = hi, lo
-    return halves.tobytes()
+    return halves
 
 
 def check_shards(count: int) -> None:
@@ -112,3 +113,8 @@ def owns(shard: dict | None, key: str) -> bool:
 def shard_by_digit(shard_map: list[dict]) -> dict[str, int]:
     """First hex digit -> shard index, from a shard map."""
     return {d: s["index"] for s in shard_map for d in s["digits"]}
+
+
+def halves_bytes(hi: np.ndarray, lo: np.ndarray) -> bytes:
+    """The 16 bytes of each key given as halves, one key after the other."""
+    return halves_array(hi, lo).tobytes()

@@ -1,12 +1,15 @@
 """Time, peak memory and disk of `kv-app build` at a given size, measured from outside.
 
     python scripts/bench_build.py 1000000 [10000000 ...] [--work DIR] [-- BUILD FLAGS]
+    python scripts/bench_build.py 10000000 --variant "--jobs 1" --variant "--jobs 2"
 
 For each size: a data file of that many pairs (scripts/make_data.py, kept in --work for
-the next run), then `kv-app build` in a child process whose resident memory (its own and
-its children's) is sampled every 20 ms. Prints one line a size: pairs, text MB, seconds,
-peak RSS MB, snapshot MB, and the most the build's directory held besides the snapshot
-(its temporary runs) as sampled.
+the next run), then `kv-app build` in a child process whose memory is sampled every 20 ms:
+the sum of the proportional set size (PSS) of the build and its processes, so pages that
+forked processes share count once. Prints one line a size (and variant: the variants of a
+size run one after the other, so they compare in one run): pairs, text MB, seconds, peak
+memory MB, snapshot MB, and the most the build's directory held besides the snapshot (its
+temporary runs) as sampled.
 """
 
 from __future__ import annotations
@@ -31,6 +34,22 @@ def tree_rss(pid: int) -> int:
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        todo.extend(int(c) for c in children)
+    return total
+
+
+def tree_pss(pid: int) -> int:
+    """Proportional set size of pid and every descendant: shared pages count once."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
                     total += int(line.split()[1]) * 1024
             children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
         except OSError:
@@ -69,7 +88,7 @@ def measure(pairs: int, work: Path, flags: list[str]) -> str:
     )
     peak = held = 0
     while build.poll() is None:
-        peak = max(peak, tree_rss(build.pid))
+        peak = max(peak, tree_pss(build.pid))
         if not target.exists():
             held = max(held, du(out))
         time.sleep(0.02)
@@ -81,8 +100,8 @@ def measure(pairs: int, work: Path, flags: list[str]) -> str:
     shutil.rmtree(out)
     return (
         f"{pairs:>12,} pairs, {data.stat().st_size / 1e6:>9,.1f} MB text: {seconds:7.1f} s, "
-        f"peak RSS {peak / 1e6:7,.1f} MB, snapshot {snapshot / 1e6:9,.1f} MB, "
-        f"temporary space up to {held / 1e6:9,.1f} MB"
+        f"peak memory {peak / 1e6:7,.1f} MB, snapshot {snapshot / 1e6:9,.1f} MB, "
+        f"temporary space up to {held / 1e6:9,.1f} MB {' '.join(flags)}".rstrip()
     )
 
 
@@ -93,11 +112,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("pairs", type=int, nargs="+")
     parser.add_argument("--work", type=Path, default=Path("/tmp/kv-bench-build"))
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="build flags to compare (repeat): each size is built once with each",
+    )
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
+    variants = [v.split() + flags for v in args.variant] or [flags]
     print(f"# {os.cpu_count()} cores; kv-app build {' '.join(flags)}".rstrip(), flush=True)
     for pairs in args.pairs:
-        print(measure(pairs, args.work, flags), flush=True)
+        for variant in variants:
+            print(measure(pairs, args.work, variant), flush=True)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from test_faults import children, finish, streams
 from test_loader import BAD_LINES, K1, K3, LIMIT, OVER, huge_line_file, write
 
 from conftest import _load_script, make_data, wait_for, write_tricky
-from kv_app import cli, loader
+from kv_app import cli, loader, reader
 from kv_app.loader import LoadError
 from kv_app.stores import build as building
 from kv_app.stores import snapshot, versions
@@ -49,7 +49,7 @@ def test_tricky_values_and_a_last_line_without_newline(tmp_path):
 
 @pytest.mark.parametrize("chunk", [40, 64, 100, 1000])
 def test_chunk_boundaries_do_not_matter(monkeypatch, tmp_path, data_file, data, chunk):
-    monkeypatch.setattr(building, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(reader, "CHUNK_BYTES", chunk)
     build(data_file, tmp_path / "snap")
     assert dict(open_snapshot(tmp_path / "snap")) == data
 
@@ -395,7 +395,7 @@ def test_shards_count_must_split_the_digits(tmp_path, data_file):
 def test_a_value_over_the_limit_fails_the_build_as_it_fails_the_load(tmp_path, monkeypatch, chunk):
     """Whether the line is longer than a chunk or within one, the same message; lenient:
     left out as the lenient load leaves it out."""
-    monkeypatch.setattr(building, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(reader, "CHUNK_BYTES", chunk)
     path = huge_line_file(tmp_path)
     with pytest.raises(LoadError) as e:
         build(path, tmp_path / "snap", max_value_bytes=LIMIT)
@@ -408,7 +408,7 @@ def test_a_value_over_the_limit_fails_the_build_as_it_fails_the_load(tmp_path, m
 
 @pytest.mark.parametrize("chunk", [64, 64 * 1024 * 1024])
 def test_values_of_exactly_the_limit_are_built_byte_for_byte(tmp_path, monkeypatch, chunk):
-    monkeypatch.setattr(building, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(reader, "CHUNK_BYTES", chunk)
     values = {K1: "é" * (LIMIT // 2), K3: "𝄞" * (LIMIT // 4)}
     path = write(tmp_path, loader.BOM + "\n".join(f"{k} {v}" for k, v in values.items()).encode())
     build(path, tmp_path / "snap", max_value_bytes=LIMIT)
@@ -447,14 +447,14 @@ def _with_repeats(tmp_path) -> tuple[Path, dict]:
 
 
 @pytest.mark.parametrize("partition_bytes", [1, 4096, building.PARTITION_BYTES])
-@pytest.mark.parametrize("chunk", [4096, building.CHUNK_BYTES])
+@pytest.mark.parametrize("chunk", [4096, reader.CHUNK_BYTES])
 def test_partitions_and_runs_do_not_change_what_is_built(
     monkeypatch, tmp_path, partition_bytes, chunk
 ):
     """Whatever the partitions (16 or 256) and chunks, the snapshot holds what
     the load holds, and a strict build fails with the load's message, every repeat named."""
     monkeypatch.setattr(building, "PARTITION_BYTES", partition_bytes)
-    monkeypatch.setattr(building, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(reader, "CHUNK_BYTES", chunk)
     path, kept = _with_repeats(tmp_path)
     manifest = build(path, tmp_path / "snap", strict=False)
     store = open_snapshot(tmp_path / "snap")
@@ -472,6 +472,37 @@ def test_partitions_and_runs_do_not_change_what_is_built(
         for index in range(shards):
             whole.update(open_snapshot(tmp_path / f"shards-{shards}" / f"shard-{index}"))
         assert whole == kept
+
+
+@pytest.mark.parametrize("jobs", [2, 3])
+def test_a_parallel_build_is_the_same_build(monkeypatch, tmp_path, jobs):
+    """jobs processes check and partition pieces of the text, then sort partitions: the
+    same data file, problems (numbered from the file's first line) and messages as one
+    process. Lines that begin with a byte-order mark past the first are bad, wherever
+    the pieces start."""
+    monkeypatch.setattr(reader, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(building, "PIECE_BYTES", 8192)
+    path, kept = _with_repeats(tmp_path)
+    lines = path.read_bytes().splitlines(keepends=True)
+    for at in range(100, len(lines), 700):
+        lines.insert(at, loader.BOM + f"{K1} bom\n".encode())
+    path.write_bytes(b"".join(lines))
+    one = build(path, tmp_path / "one", strict=False, jobs=1)
+    many = build(path, tmp_path / f"jobs-{jobs}", strict=False, jobs=jobs)
+    for field in ("data_sha256", "pairs", "problems", "source"):
+        assert many[field] == one[field]
+    assert dict(open_snapshot(tmp_path / f"jobs-{jobs}")) == kept
+    assert all(
+        "key is not a UUID" in p.reason for p in one["problems"] if b"bom" in lines[p.line - 1]
+    )
+    errors = []
+    for n in (1, jobs):
+        with pytest.raises(LoadError) as e:
+            build(path, tmp_path / f"strict-{n}", jobs=n)
+        errors.append(str(e.value))
+    assert errors[0] == errors[1] == str(pytest.raises(LoadError, loader.load, path).value)
+    many = build(path, tmp_path / f"shards-{jobs}", strict=False, jobs=jobs, shards=4)
+    assert many["pairs"] == len(kept) and not list(tmp_path.glob(".kv-app-build-*"))
 
 
 def test_a_build_says_where_its_runs_go_and_leaves_none(monkeypatch, tmp_path, data_file):

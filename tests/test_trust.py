@@ -314,8 +314,8 @@ def test_a_pipe_as_input_is_one_line(tmp_path):
     result = with_a_pipe(tmp_path, f"publish {{pipe}} {tmp_path / 'root'}")
     assert result.returncode == 1
     assert result.stderr.strip().endswith(
-        "not a regular file (a pipe or a device): a build reads its input twice; write it "
-        "to a file first"
+        "not a regular file (a pipe or a device): a build reads it in pieces, in parallel; "
+        "write it to a file first"
     )
     assert "Traceback" not in result.stderr
 

@@ -114,13 +114,14 @@ def publish(
     say: Say = _quiet,
     max_value_bytes: int | None = None,
     tmp_dir: str | os.PathLike[str] | None = None,
+    jobs: int | None = None,
 ) -> tuple[int, dict]:
     """Build data_file as the next version under root, check it (every byte), then make
     it current; keep the newest `keep` versions (the current one always, and any that a
     live server holds). A version that fails its build or its checks is removed and never
     made current. All of it under root's lock; say() gets a line for each thing worth
     telling (a wait for the lock, leftovers removed, versions kept because in use).
-    max_value_bytes, tmp_dir: as build's."""
+    max_value_bytes, tmp_dir, jobs: as build's."""
     return publish_with(
         root,
         lambda target: build(
@@ -131,6 +132,7 @@ def publish(
             max_value_bytes=max_value_bytes,
             tmp_dir=tmp_dir,
             say=say,
+            jobs=jobs,
         ),
         keep=keep,
         say=say,
