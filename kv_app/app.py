@@ -62,7 +62,7 @@ def open_store(settings: Mapping[str, Any]) -> Store:
             "reload can read again"
         )
     memory.check_room(kind.name, kind.per_pair, kind.per_byte, path)
-    store = kind.from_file(
+    store = kind.open(
         path,
         strict=settings["ON_ERROR"] == "strict",
         progress=tty_progress(),

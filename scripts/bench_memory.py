@@ -33,7 +33,7 @@ kind, path = sys.argv[1], sys.argv[2]
 STORES[kind].cls()  # imports (numpy ...) are not the load
 gc.collect()
 before = rss()
-store = STORES[kind].from_file(path)
+store = STORES[kind].open(path)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"pairs": len(store), "peak": peak - before}))
 """

@@ -367,4 +367,4 @@ def tricky_file_once(tmp_path_factory, servable) -> dict:
     """A store of each kind over TRICKY, for property tests (one file per session)."""
     path = tmp_path_factory.mktemp("tricky") / "tricky.data"
     write_tricky(path)
-    return {name: kind.from_file(servable(path, name)) for name, kind in STORES.items()}
+    return {name: kind.open(servable(path, name)) for name, kind in STORES.items()}

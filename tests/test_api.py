@@ -10,6 +10,7 @@ import pytest
 
 from kv_app import api
 from kv_app.app import create_app
+from kv_app.stores import STORES
 
 KEY = "0b7e6bd2-8d4c-4b6a-9c43-2f1a1e6c0a05"
 MISSING = "00000000-0000-4000-8000-000000000000"
@@ -330,3 +331,17 @@ def test_an_app_over_a_store_made_in_code():
     ready = client.get("/readyz").get_json()
     assert ready == {"status": "ready", "store": "dict", "pairs": 1, "version": store.version}
     assert DictStore({KEY: "other"}).version != store.version
+
+
+@pytest.mark.parametrize("kind", [k for k in STORES if STORES[k].maker])
+def test_the_registry_makes_a_store_from_pairs(kind):
+    """STORES[kind].from_pairs: any in-memory kind over pairs made in code, keys in either
+    case; the same pairs give the same version whatever the kind; bad keys are refused."""
+    pairs = {KEY.upper(): "upper-case key", "06bf4950-90ea-44d4-9df9-7fa724212196": "é"}
+    store = STORES[kind].from_pairs(pairs)
+    client = create_app({"DATA_PATH": "unused"}, store=store).test_client()
+    assert client.get(f"/items/{KEY}").get_json()["value"] == "upper-case key"
+    assert client.get("/readyz").get_json()["store"] == kind
+    assert store.version == STORES["dict"].from_pairs(pairs).version
+    with pytest.raises(ValueError, match="malformed id 'nope'"):
+        STORES[kind].from_pairs({"nope": "x"})

@@ -311,7 +311,7 @@ def huge_line_file(tmp_path, key=K2):
 
 
 def text_stores():
-    return [kind.cls() for kind in STORES.values() if kind.loads_text]
+    return [kind for kind in STORES.values() if kind.loads_text]
 
 
 @pytest.mark.parametrize("chunk", [64, 4096, 8 * 1024 * 1024])
@@ -320,7 +320,7 @@ def test_a_value_over_the_limit_stops_a_strict_load_with_path_and_line(
 ):
     monkeypatch.setattr(reader, "CHUNK_BYTES", chunk)
     path = huge_line_file(tmp_path)
-    for load in [loader.load, *(store.from_file for store in text_stores())]:
+    for load in [loader.load, *(store.open for store in text_stores())]:
         with pytest.raises(LoadError) as e:
             load(path, max_value_bytes=LIMIT)
         assert str(e.value) == f"{path}:2: {OVER}"
@@ -337,7 +337,7 @@ def test_a_value_over_the_limit_is_skipped_when_lenient(tmp_path, monkeypatch, c
     assert "skipped 1 bad lines (lines 2)" in report.summary()
     assert report.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()  # every byte read
     for store in text_stores():
-        s = store.from_file(path, strict=False, max_value_bytes=LIMIT)
+        s = store.open(path, strict=False, max_value_bytes=LIMIT)
         assert dict(s) == {K1: "v1", K3: "v3"} and s.report.skipped == [Problem(2, OVER)]
     assert loader.check(path, max_value_bytes=LIMIT) == (2, [Problem(2, OVER)])
 
@@ -360,7 +360,7 @@ def test_values_of_exactly_the_limit_load_byte_for_byte(tmp_path, monkeypatch, c
             data, report = loader.load(path, strict=strict, max_value_bytes=LIMIT)
             assert data == values and report.skipped == []
             for store in text_stores():
-                s = store.from_file(path, strict=strict, max_value_bytes=LIMIT)
+                s = store.open(path, strict=strict, max_value_bytes=LIMIT)
                 assert {k: s[k] for k in values} == values and len(s) == 3
         assert loader.check(path, max_value_bytes=LIMIT) == (3, [])
         with pytest.raises(LoadError, match=rf"^{path}:1: value of 1,000 bytes, over .* \(999\)"):
@@ -399,14 +399,14 @@ def test_the_stores_take_the_limit_from_the_environment(tmp_path, monkeypatch):
     over = write(tmp_path, f"{K1} {'v' * (default + 1)}\n".encode(), name="over.data")
     small = huge_line_file(tmp_path)
     for store in text_stores():
-        assert len(store.from_file(at)) == 1
+        assert len(store.open(at)) == 1
         with pytest.raises(LoadError, match=rf"^{over}:1: value of 4,194,305 bytes, over "):
-            store.from_file(over)
-        assert len(store.from_file(small, strict=False)) == 3
+            store.open(over)
+        assert len(store.open(small, strict=False)) == 3
         monkeypatch.setenv("KV_MAX_VALUE_BYTES", str(LIMIT))
         with pytest.raises(LoadError, match=f"^{re.escape(f'{small}:2: {OVER}')}$"):
-            store.from_file(small)
+            store.open(small)
         monkeypatch.setenv("KV_MAX_VALUE_BYTES", "lots")
         with pytest.raises(LoadError, match="^KV_MAX_VALUE_BYTES='lots': expected a whole number"):
-            store.from_file(small)
+            store.open(small)
         monkeypatch.delenv("KV_MAX_VALUE_BYTES")

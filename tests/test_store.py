@@ -9,14 +9,12 @@ from hypothesis import strategies as st
 from conftest import TRICKY
 from kv_app import loader
 from kv_app.stores import STORES, Store
-from kv_app.stores.compact import CompactStore
-from kv_app.stores.dict import DictStore
 
 
 @pytest.fixture
 def store(tricky_file, store_kind, servable, tmp_path):
     path, expected = tricky_file
-    return STORES[store_kind].from_file(servable(path, store_kind)), expected
+    return STORES[store_kind].open(servable(path, store_kind)), expected
 
 
 def test_every_kind_follows_the_store_protocol(store):
@@ -64,8 +62,8 @@ def test_empty_value_is_a_value_not_a_miss(store):
 
 
 def test_both_stores_agree_on_a_generated_file(data_file, data):
-    compact = CompactStore.from_file(data_file)
-    assert dict(DictStore.from_file(data_file)) == dict(compact) == data
+    compact = STORES["compact"].open(data_file)
+    assert dict(STORES["dict"].open(data_file)) == dict(compact) == data
     assert list(compact) == sorted(data)  # iteration in key order
 
 
@@ -74,7 +72,7 @@ def test_compact_keys_sharing_their_high_half(tmp_path):
     keys = [f"11111111-2222-4333-8444-{n:012x}" for n in (5, 1, 3, 0xFFFFFFFFFFFF)]
     path = tmp_path / "alike.data"
     path.write_text("".join(f"{k} value {k[-3:]}\n" for k in keys))
-    s = CompactStore.from_file(path)
+    s = STORES["compact"].open(path)
     for k in keys:
         assert s[k] == f"value {k[-3:]}"
     for missing in (
@@ -95,15 +93,15 @@ def test_compact_falls_back_to_the_reference_path(tmp_path, strict):
         with pytest.raises(
             loader.LoadError, match=rf"^{path}:3: duplicate key {k1} \(first on line 1\)$"
         ):
-            CompactStore.from_file(path)
+            STORES["compact"].open(path)
     else:
-        s = CompactStore.from_file(path, strict=False)
+        s = STORES["compact"].open(path, strict=False)
         assert dict(s) == {k1: "first", k2: "two"}
         assert [p.line for p in s.report.skipped] == [3]
 
 
 def test_compact_rejects_keys_the_dict_would_not_find(tricky_file):
-    s = CompactStore.from_file(tricky_file[0])
+    s = STORES["compact"].open(tricky_file[0])
     for bad in (
         " b7e6bd2-8d4c-4b6a-9c43-2f1a1e6c0a01",
         "0b7e_bd2-8d4c-4b6a-9c43-2f1a1e6c0a01",
@@ -116,7 +114,7 @@ def test_compact_rejects_keys_the_dict_would_not_find(tricky_file):
 
 
 def test_get_many_matches_get(data_file, data, store_kind, servable):
-    s = STORES[store_kind].from_file(servable(data_file, store_kind))
+    s = STORES[store_kind].open(servable(data_file, store_kind))
     keys = list(data)[:300] + ["00000000-0000-4000-8000-000000000000"] + list(data)[-5:]
     assert s.get_many(keys) == [data.get(k) for k in keys]
     assert s.get_many([]) == []
@@ -128,7 +126,7 @@ def test_compact_get_many_with_keys_sharing_their_high_half(tmp_path):
     keys = [f"11111111-2222-4333-8444-{n:012x}" for n in (5, 1, 3)]
     path = tmp_path / "alike.data"
     path.write_text("".join(f"{k} v{k[-1]}\n" for k in keys))
-    s = CompactStore.from_file(path)
+    s = STORES["compact"].open(path)
     asked = [*keys, "11111111-2222-4333-8444-000000000002"]
     assert s.get_many(asked) == ["v5", "v1", "v3", None]
 

@@ -1,9 +1,11 @@
 """The Store protocol every kind of store follows, and STORES, the one registry of kinds.
 
 A store is a read-only Mapping from canonical key to value, constructed over what it reads
-(a dict, arrays); opening or loading a file is a separate function. Config choices, the
-API docs, /readyz and the tests' parametrization all derive from STORES: adding a kind
-of store touches this file and its own module. Importing this module imports no store.
+(a dict, arrays, an open environment) and knowing no path of its own; its kind's factories
+in STORES make one: open(path) from a file, from_pairs(pairs) from pairs in code. Config
+choices, the API docs, /readyz and the tests' parametrization all derive from STORES:
+adding a kind of store touches this file and its own module. Importing this module
+imports no store.
 """
 
 from __future__ import annotations
@@ -66,31 +68,39 @@ class StoreUnavailable(Exception):
 
 @dataclass(frozen=True)
 class StoreKind:
-    """A kind of store: its name, a help line, and where its class lives."""
+    """A kind of store: its name, a help line, and its factories ("module:function",
+    imported on first use: numpy is not light)."""
 
     name: str
     help: str
-    target: str  # "module:Class", imported on first use (numpy is not light)
+    opener: str  # (path, *, strict, progress, max_value_bytes) -> Store
+    maker: str | None = None  # (pairs: Mapping[str, str]) -> Store, for pairs in code
     loads_text: bool = True  # False: serves a directory built beforehand (a snapshot)
     # Peak memory of a load: bytes a pair plus bytes a byte of the text file, measured
     # (scripts/bench_memory.py) with short (10 B) and long (300 B) values, rounded up.
     per_pair: int = 0
     per_byte: float = 0.0
 
-    def cls(self):
-        module, _, name = self.target.partition(":")
-        return getattr(importlib.import_module(module), name)
-
-    def from_file(
+    def open(
         self, path, *, strict: bool = True, progress=None, max_value_bytes: int | None = None
     ) -> Store:
-        """Load a data file into a store of this kind (raises loader.LoadError); a value
-        over max_value_bytes makes its line bad (None: the KV_MAX_VALUE_BYTES setting)."""
-        if not self.loads_text:
-            return self.cls().from_file(path)
-        return self.cls().from_file(
+        """The store over what path holds (raises reader.LoadError with one clear line).
+        For text: a bad line is an error (strict) or skipped; a value over max_value_bytes
+        makes its line bad (None: the KV_MAX_VALUE_BYTES setting)."""
+        return _imported(self.opener)(
             path, strict=strict, progress=progress, max_value_bytes=max_value_bytes
         )
+
+    def from_pairs(self, pairs) -> Store:
+        """The store over a Mapping of key -> value made in code (keys: UUIDs)."""
+        if self.maker is None:
+            raise TypeError(f"a {self.name} store is opened from a path, not made from pairs")
+        return _imported(self.maker)(pairs)
+
+
+def _imported(target: str):
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 STORES: dict[str, StoreKind] = {
@@ -99,14 +109,16 @@ STORES: dict[str, StoreKind] = {
         StoreKind(
             "dict",
             "one Python dict; fastest load per lookup, grows per worker under traffic",
-            "kv_app.stores.dict:DictStore",
+            "kv_app.stores.dict:load",
+            "kv_app.stores.dict:from_pairs",
             per_pair=260,
             per_byte=1.25,
         ),
         StoreKind(
             "compact",
             "numpy arrays over the file's bytes; memory flat under traffic",
-            "kv_app.stores.compact:CompactStore",
+            "kv_app.stores.compact:load",
+            "kv_app.stores.compact:from_pairs",
             per_pair=130,
             per_byte=1.05,
         ),
@@ -114,17 +126,11 @@ STORES: dict[str, StoreKind] = {
             "snapshot",
             "an LMDB snapshot built by kv-app build, opened not loaded; any size, used "
             "whenever the data path is a directory",
-            "kv_app.stores.snapshot:SnapshotStore",
+            "kv_app.stores.snapshot:open_store",
             loads_text=False,
         ),
     )
 }
-
-
-def kind_of(store: Store) -> str:
-    """The name in STORES of a store's kind."""
-    target = f"{type(store).__module__}:{type(store).__name__}"
-    return next(kind.name for kind in STORES.values() if kind.target == target)
 
 
 class ByGet:
@@ -146,6 +152,7 @@ class LoadedFromText(ByGet):
     """Identity for the stores loaded from a text file: their loader.LoadReport."""
 
     __slots__ = ()
+    kind = ""  # its name in STORES
     report = None  # a loader.LoadReport, set by the store's constructor
 
     @property
@@ -161,8 +168,8 @@ class LoadedFromText(ByGet):
 
     def describe(self) -> dict:
         if self.report is None:  # made from pairs in code: no file behind it
-            return {"store": kind_of(self), "pairs": len(self), "version": self.version}
-        return {"store": kind_of(self), "pairs": len(self), **self.report.describe()}
+            return {"store": self.kind, "pairs": len(self), "version": self.version}
+        return {"store": self.kind, "pairs": len(self), **self.report.describe()}
 
     def summary(self) -> str:
         return self.report.summary() if self.report is not None else repr(self)

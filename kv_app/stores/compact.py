@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 
 from kv_app import loader, reader
-from kv_app.keys import KEY_LEN, key_text
+from kv_app.keys import KEY_LEN, canonical_key, key_text, malformed
 from kv_app.keyspace import key_halves, key_nibbles, line_key_halves, pack_halves
 from kv_app.stores import LoadedFromText
 
@@ -26,67 +26,11 @@ class CompactStore(LoadedFromText, Mapping[str, str]):
     """
 
     __slots__ = ("_hi", "_lo", "_start", "_end", "_buf", "report")
+    kind = "compact"
 
     def __init__(self, hi, lo, start, end, buf: bytes, report: loader.LoadReport | None = None):
         self._hi, self._lo, self._start, self._end, self._buf = hi, lo, start, end, buf
         self.report = report
-
-    @classmethod
-    def from_file(
-        cls,
-        path: str | os.PathLike[str],
-        *,
-        strict: bool = True,
-        progress: loader.Progress | None = None,
-        max_value_bytes: int | None = None,
-    ) -> CompactStore:
-        """Load a data file; raises loader.LoadError if it cannot be served. A value over
-        max_value_bytes makes its line bad (None: the KV_MAX_VALUE_BYTES setting).
-
-        One read: the good lines' bytes are kept in one buffer (a bad line's are not),
-        their keys turned into numbers chunk by chunk, then sorted once."""
-        if max_value_bytes is None:
-            max_value_bytes = reader.configured_max_value_bytes()
-        started = time.perf_counter()
-        name = os.fspath(path)
-        reading = reader.Reading(digest=hashlib.sha256())
-        with reader.opened(name) as (f, before):
-            # The lines stay where they are in the file (one more byte: a "\n" the last
-            # line may lack). A bad line's bytes are never written: a skipped line of
-            # gigabytes costs no memory. The arrays are made for the most lines the file
-            # can hold; only the part filled is ever resident.
-            buf = bytearray(before.st_size + 1)
-            most = before.st_size // (KEY_LEN + 2) + 1
-            hi, lo = np.empty(most, np.uint64), np.empty(most, np.uint64)
-            start, end = np.empty(most, np.int64), np.empty(most, np.int64)
-            pieces = []  # (where, a chunk's line numbers, or its first one if clean)
-            n = 0
-            for chunk in reader.chunks(
-                f, reading, max_value_bytes=max_value_bytes, progress=progress, into=buf
-            ):
-                k = len(chunk.starts)
-                hi[n : n + k], lo[n : n + k] = line_key_halves(chunk.buf, chunk.starts)
-                start[n : n + k] = chunk.starts + (chunk.base + KEY_LEN + 1)
-                end[n : n + k] = chunk.ends + chunk.base
-                pieces.append((n, chunk.numbers if not chunk.clean else int(chunk.numbers[0])))
-                n += k
-            reader.check_unchanged(name, f, before, reading.bytes)
-        hi, lo = hi[:n], lo[:n]
-
-        def lines() -> np.ndarray:  # a clean chunk's lines follow from its first one
-            numbers = np.empty(n, dtype=np.int64)
-            for (at, first), (to, _) in zip(pieces, [*pieces[1:], (n, None)], strict=True):
-                numbers[at:to] = (
-                    first if not isinstance(first, int) else np.arange(first, first + to - at)
-                )
-            return numbers
-
-        order, kept = reader.sorted_unique(hi, lo, lines, reading.problems)
-        order = order[kept]
-        del kept
-        start, end = start[order], end[order]
-        report = loader.finish(name, reading, before, len(order), strict, started)
-        return cls(hi[order], lo[order], start, end, buf, report)
 
     def _index(self, key: str) -> int:
         """Position of a key, or -1."""
@@ -154,3 +98,76 @@ class CompactStore(LoadedFromText, Mapping[str, str]):
 
     def __repr__(self) -> str:
         return f"<CompactStore {len(self):,} pairs>"
+
+
+def load(
+    path: str | os.PathLike[str],
+    *,
+    strict: bool = True,
+    progress: loader.Progress | None = None,
+    max_value_bytes: int | None = None,
+) -> CompactStore:
+    """Load a data file; raises loader.LoadError if it cannot be served. A value over
+    max_value_bytes makes its line bad (None: the KV_MAX_VALUE_BYTES setting).
+
+    One read: the good lines' bytes are kept in one buffer (a bad line's are not),
+    their keys turned into numbers chunk by chunk, then sorted once."""
+    if max_value_bytes is None:
+        max_value_bytes = reader.configured_max_value_bytes()
+    started = time.perf_counter()
+    name = os.fspath(path)
+    reading = reader.Reading(digest=hashlib.sha256())
+    with reader.opened(name) as (f, before):
+        # The lines stay where they are in the file (one more byte: a "\n" the last
+        # line may lack). A bad line's bytes are never written: a skipped line of
+        # gigabytes costs no memory. The arrays are made for the most lines the file
+        # can hold; only the part filled is ever resident.
+        buf = bytearray(before.st_size + 1)
+        most = before.st_size // (KEY_LEN + 2) + 1
+        hi, lo = np.empty(most, np.uint64), np.empty(most, np.uint64)
+        start, end = np.empty(most, np.int64), np.empty(most, np.int64)
+        pieces = []  # (where, a chunk's line numbers, or its first one if clean)
+        n = 0
+        for chunk in reader.chunks(
+            f, reading, max_value_bytes=max_value_bytes, progress=progress, into=buf
+        ):
+            k = len(chunk.starts)
+            hi[n : n + k], lo[n : n + k] = line_key_halves(chunk.buf, chunk.starts)
+            start[n : n + k] = chunk.starts + (chunk.base + KEY_LEN + 1)
+            end[n : n + k] = chunk.ends + chunk.base
+            pieces.append((n, chunk.numbers if not chunk.clean else int(chunk.numbers[0])))
+            n += k
+        reader.check_unchanged(name, f, before, reading.bytes)
+    hi, lo = hi[:n], lo[:n]
+
+    def lines() -> np.ndarray:  # a clean chunk's lines follow from its first one
+        numbers = np.empty(n, dtype=np.int64)
+        for (at, first), (to, _) in zip(pieces, [*pieces[1:], (n, None)], strict=True):
+            numbers[at:to] = (
+                first if not isinstance(first, int) else np.arange(first, first + to - at)
+            )
+        return numbers
+
+    order, kept = reader.sorted_unique(hi, lo, lines, reading.problems)
+    order = order[kept]
+    del kept
+    start, end = start[order], end[order]
+    report = loader.finish(name, reading, before, len(order), strict, started)
+    return CompactStore(hi[order], lo[order], start, end, buf, report)
+
+
+def from_pairs(pairs: Mapping[str, str]) -> CompactStore:
+    """A store over pairs made in code: keys UUIDs in either case, each once."""
+    keys = list(pairs)
+    nibbles = key_nibbles(keys) if keys else np.empty((0, 32), dtype=np.uint8)
+    if nibbles is None:
+        raise ValueError(malformed(next(k for k in keys if canonical_key(k) is None)))
+    hi, lo = pack_halves(nibbles)
+    values = [pairs[key].encode("utf-8") for key in keys]
+    sizes = np.array([len(v) for v in values], dtype=np.int64)
+    end = np.cumsum(sizes)
+    problems: list[reader.Problem] = []
+    order, kept = reader.sorted_unique(hi, lo, lambda: np.arange(1, len(keys) + 1), problems)
+    if problems:
+        raise ValueError(f"{problems[0].reason.split(' (')[0]}: a key given twice")
+    return CompactStore(hi[order], lo[order], (end - sizes)[order], end[order], b"".join(values))

@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 
 from kv_app import loader
+from kv_app.keys import canonical_key, malformed
 from kv_app.stores import LoadedFromText
 
 
@@ -16,28 +17,11 @@ class DictStore(LoadedFromText, Mapping[str, str]):
     """
 
     __slots__ = ("_data", "report")
+    kind = "dict"
 
     def __init__(self, data: dict[str, str], report: loader.LoadReport | None = None):
         self._data = data
         self.report = report
-
-    @classmethod
-    def from_file(
-        cls,
-        path: str | os.PathLike[str],
-        *,
-        strict: bool = True,
-        progress: loader.Progress | None = None,
-        max_value_bytes: int | None = None,
-    ) -> DictStore:
-        """Load a data file; raises loader.LoadError if it cannot be served. A value over
-        max_value_bytes makes its line bad (None: the KV_MAX_VALUE_BYTES setting)."""
-        if max_value_bytes is None:
-            max_value_bytes = loader.configured_max_value_bytes()
-        data, report = loader.load(
-            path, strict=strict, progress=progress, max_value_bytes=max_value_bytes
-        )
-        return cls(data, report)
 
     def get(self, key: str, default: str | None = None) -> str | None:
         value = self._data.get(key)
@@ -60,3 +44,31 @@ class DictStore(LoadedFromText, Mapping[str, str]):
 
     def __repr__(self) -> str:
         return f"<DictStore {len(self):,} pairs>"
+
+
+def load(
+    path: str | os.PathLike[str],
+    *,
+    strict: bool = True,
+    progress: loader.Progress | None = None,
+    max_value_bytes: int | None = None,
+) -> DictStore:
+    """Load a data file; raises loader.LoadError if it cannot be served. A value over
+    max_value_bytes makes its line bad (None: the KV_MAX_VALUE_BYTES setting)."""
+    if max_value_bytes is None:
+        max_value_bytes = loader.configured_max_value_bytes()
+    data, report = loader.load(
+        path, strict=strict, progress=progress, max_value_bytes=max_value_bytes
+    )
+    return DictStore(data, report)
+
+
+def from_pairs(pairs: Mapping[str, str]) -> DictStore:
+    """A store over pairs made in code: keys in either case (stored lower-case)."""
+    data = {}
+    for key, value in pairs.items():
+        canonical = canonical_key(key)
+        if canonical is None:
+            raise ValueError(malformed(key))
+        data[canonical] = value
+    return DictStore(data)

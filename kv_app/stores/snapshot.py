@@ -44,7 +44,7 @@ import lmdb
 from kv_app import __version__, keyspace
 from kv_app.keys import canonical_key, key_bytes, key_text
 from kv_app.loader import LoadError, iso_time
-from kv_app.stores import ByGet, StoreUnavailable, kind_of
+from kv_app.stores import ByGet, StoreUnavailable
 
 FORMAT = "kv_app-snapshot"
 FORMAT_VERSION = 1
@@ -258,6 +258,11 @@ def release(data: Path) -> None:
         env.close()
 
 
+def open_store(path, *, strict: bool = True, progress=None, max_value_bytes=None):
+    """STORES["snapshot"]'s factory: open_snapshot (the text settings load nothing)."""
+    return open_snapshot(path)
+
+
 def open_snapshot(path: str | os.PathLike[str]) -> SnapshotStore:
     """Open the snapshot path names (a snapshot directory or a root's `current`) after
     the checks that need no full read: manifest, format version, data file size, LMDB
@@ -350,10 +355,7 @@ class SnapshotStore(ByGet, Mapping[str, str]):
     lookup raises SnapshotChanged (the API answers 503).
     """
 
-    @classmethod
-    def from_file(cls, path, *, strict: bool = True, progress=None) -> SnapshotStore:
-        """Open a snapshot (strict and progress are for text files: nothing is loaded)."""
-        return open_snapshot(path)
+    kind = "snapshot"
 
     def __init__(
         self,
@@ -498,7 +500,7 @@ class SnapshotStore(ByGet, Mapping[str, str]):
     def describe(self) -> dict:
         m = self.manifest
         described = {
-            "store": kind_of(self),
+            "store": self.kind,
             "pairs": m["pairs"],
             "version": self.version,
             "path": str(self.named.absolute()),
