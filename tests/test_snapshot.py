@@ -505,6 +505,28 @@ def test_a_parallel_build_is_the_same_build(monkeypatch, tmp_path, jobs):
     assert many["pairs"] == len(kept) and not list(tmp_path.glob(".kv-app-build-*"))
 
 
+@pytest.mark.parametrize("owner, step", [("module", "_scan"), ("_Partitions", "records")])
+def test_a_build_process_killed_is_one_line_and_leaves_nothing(monkeypatch, tmp_path, owner, step):
+    """A scanning or sorting process of a parallel build dies (the OOM killer, SIGKILL):
+    the build stops with one line, no snapshot, no runs, no process left."""
+    monkeypatch.setattr(reader, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(building, "PIECE_BYTES", 8192)
+    path, _ = _with_repeats(tmp_path)
+    parent = os.getpid()
+    where = building if owner == "module" else getattr(building, owner)
+    original = getattr(where, step)
+
+    def dies(*args, **kwargs):  # in a scanning or a sorting process
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(where, step, dies)
+    with pytest.raises(SnapshotError, match="a build process died"):
+        build(path, tmp_path / "snap", strict=False, jobs=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
 def test_a_build_says_where_its_runs_go_and_leaves_none(monkeypatch, tmp_path, data_file):
     monkeypatch.setattr(building, "SAY_SPACE_FROM", 0)
     runs = tmp_path / "runs"
