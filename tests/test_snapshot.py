@@ -446,8 +446,10 @@ def _with_repeats(tmp_path) -> tuple[Path, dict]:
     return path, dict(pairs)
 
 
-@pytest.mark.parametrize("partition_bytes", [1, 4096, building.PARTITION_BYTES])
-@pytest.mark.parametrize("chunk", [4096, reader.CHUNK_BYTES])
+@pytest.mark.parametrize(
+    "partition_bytes, chunk",  # 4,096, 256 and 16 partitions
+    [(1, 4096), (4096, 4096), (4096, reader.CHUNK_BYTES), (building.PARTITION_BYTES, 4096)],
+)
 def test_partitions_and_runs_do_not_change_what_is_built(
     monkeypatch, tmp_path, partition_bytes, chunk
 ):
@@ -525,6 +527,16 @@ def test_a_build_process_killed_is_one_line_and_leaves_nothing(monkeypatch, tmp_
     with pytest.raises(SnapshotError, match="a build process died"):
         build(path, tmp_path / "snap", strict=False, jobs=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_partitions_follow_the_text_and_the_open_file_limit(monkeypatch):
+    """16, 256 or 4,096 partitions of about PARTITION_BYTES; 4,096 only where the
+    open-file limit can be raised to their 8,192 files."""
+    gib = 1 << 30
+    assert [building._partition_bits(n) for n in (gib // 4, 4 * gib, 64 * gib)] == [4, 8, 12]
+    assert building._partition_bits(1 << 20) == 4
+    monkeypatch.setattr(building.resource, "getrlimit", lambda which: (1024, 4096))
+    assert building._partition_bits(64 * gib) == 8
 
 
 def test_a_build_says_where_its_runs_go_and_leaves_none(monkeypatch, tmp_path, data_file):

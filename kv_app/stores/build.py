@@ -14,6 +14,7 @@ import json
 import multiprocessing
 import os
 import queue
+import resource
 import shutil
 import signal
 import stat
@@ -41,11 +42,13 @@ from kv_app.stores.snapshot import (
 WRITE_BATCH = 200_000
 # The most text bytes a partition should hold: what one partition's sort holds in memory
 # (its values and 40 bytes a pair) is about this. A partition is a range of leading hex
-# digits, 1 or 2 of them (16 or 256 partitions: two files each, all open while the text is
-# read), chosen by the text's size: past 256 x PARTITION_BYTES of text (8 GB, about 110M
-# pairs) a partition holds more (1B pairs: about 285 MB of text).
+# digits, 1, 2 or 3 of them (16, 256 or 4,096 partitions: two files each, all open in each
+# scanning process), chosen by the text's size: past 4,096 x PARTITION_BYTES of text
+# (128 GB, about 1.8 billion pairs) a partition holds more. Past 256 partitions the
+# process's open-file limit is raised to what they need (up to its hard limit; below
+# that, fewer and larger partitions).
 PARTITION_BYTES = 32 * 1024 * 1024
-MAX_PARTITION_BITS = 8
+MAX_PARTITION_BITS = 12
 # One record a pair in the runs: the key's halves, its line, where its value is in the
 # run's values, and its length.
 RECORD = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("line", "<u8"), ("at", "<i8"), ("len", "<i8")])
@@ -318,11 +321,27 @@ def _sorted_unique(records: np.ndarray, problems: list[Problem]) -> np.ndarray:
 def _partition_bits(text_bytes: int) -> int:
     """Leading bits of the key a partition is named by: whole hex digits (shards are
     ranges of the first one), enough for PARTITION_BYTES of text a partition, at most
-    MAX_PARTITION_BITS."""
+    MAX_PARTITION_BITS and what the open-file limit allows (raised if it can be)."""
     bits = 4
     while text_bytes >> bits > PARTITION_BYTES and bits < MAX_PARTITION_BITS:
         bits += 4
+    while bits > 8 and not _may_open(2 * (1 << bits) + 256):
+        bits -= 4
     return bits
+
+
+def _may_open(files: int) -> bool:
+    """Can this process (and the processes it forks) hold this many files open?"""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= files:
+        return True
+    if hard != resource.RLIM_INFINITY and hard < files:
+        return False
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (files, hard))
+    except (ValueError, OSError):
+        return False
+    return True
 
 
 def build(
