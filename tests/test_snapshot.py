@@ -3,6 +3,7 @@ published as versions and rolled back, served and swapped by a real server."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -527,6 +528,24 @@ def test_a_build_process_killed_is_one_line_and_leaves_nothing(monkeypatch, tmp_
     with pytest.raises(SnapshotError, match="a build process died"):
         build(path, tmp_path / "snap", strict=False, jobs=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_a_parallel_build_reads_the_file_it_opened(monkeypatch, tmp_path, data_file, data):
+    """A new file renamed over the path during a parallel build (publish by rename): the
+    processes read the file the build opened, not the new one."""
+    monkeypatch.setattr(reader, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(building, "PIECE_BYTES", 8192)
+    path = write(tmp_path, data_file.read_bytes())
+    pieces = building._pieces
+
+    def renamed(*args):
+        write(tmp_path, f"{K1} new\n".encode(), name="new.data").rename(path)
+        return pieces(*args)
+
+    monkeypatch.setattr(building, "_pieces", renamed)
+    manifest = build(path, tmp_path / "snap", jobs=2)
+    assert dict(open_snapshot(tmp_path / "snap")) == data
+    assert manifest["source"]["sha256"] == hashlib.sha256(data_file.read_bytes()).hexdigest()
 
 
 def test_partitions_follow_the_text_and_the_open_file_limit(monkeypatch):

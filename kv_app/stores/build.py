@@ -174,13 +174,15 @@ def _scan(f, piece, index, runs, max_value_bytes, reading, progress=None) -> int
     return reading.lines - first
 
 
-def _scan_worker(name, pieces, tasks, results, where, bits, max_value_bytes) -> None:
-    """A process of a parallel scan: the pieces tasks names, into its own runs."""
+def _scan_worker(name, fd, pieces, tasks, results, where, bits, max_value_bytes) -> None:
+    """A process of a parallel scan: the pieces tasks names, into its own runs. It reads
+    the file its parent opened (fd), even if a new one was renamed over its name since,
+    with an offset of its own."""
     _quiet_child()
     try:
         runs = _Runs(where, bits)
         try:
-            with open(name, "rb") as f:
+            with open(f"/proc/self/fd/{fd}", "rb") as f:
                 for index in iter(tasks.get, None):
                     reading = reader.Reading()
                     lines = _scan(f, pieces[index], index, runs, max_value_bytes, reading)
@@ -190,8 +192,12 @@ def _scan_worker(name, pieces, tasks, results, where, bits, max_value_bytes) -> 
         results.put(("done", None, None, None))
     except _RunsNotWritten as e:
         results.put(("runs", e.__cause__, None, None))
+    except reader.LoadError as e:  # a read error: `path: cannot read: reason`
+        results.put(("failed", str(e), None, None))
     except BaseException as e:  # said by the parent, which stops the others
-        results.put(("failed", f"{type(e).__name__}: {e}", None, None))
+        results.put(
+            ("failed", f"{name}: a build process failed: {type(e).__name__}: {e}", None, None)
+        )
 
 
 def _scan_in_parallel(name, f, pieces, dirs, bits, max_value_bytes, found, progress) -> list[int]:
@@ -208,7 +214,7 @@ def _scan_in_parallel(name, f, pieces, dirs, bits, max_value_bytes, found, progr
         workers.append(
             context.Process(
                 target=_scan_worker,
-                args=(name, pieces, tasks, results, where, bits, max_value_bytes),
+                args=(name, f.fileno(), pieces, tasks, results, where, bits, max_value_bytes),
                 daemon=True,
             )
         )
@@ -233,7 +239,7 @@ def _scan_in_parallel(name, f, pieces, dirs, bits, max_value_bytes, found, progr
             elif index == "runs":
                 raise _RunsNotWritten(count)
             elif index == "failed":
-                raise SnapshotError(f"{name}: a build process failed: {count}")
+                raise SnapshotError(count)
             else:
                 lines[index], problems[index] = count, piece_problems
                 found.bom = found.bom or bom
