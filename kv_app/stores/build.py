@@ -54,6 +54,16 @@ MAX_PARTITION_BITS = 12
 RECORD = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("line", "<u8"), ("at", "<i8"), ("len", "<i8")])
 
 
+def _gathered(buf, start: np.ndarray, size: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """buf[start[i] : start[i] + size[i]] for each i, one after the other (at[i] is where
+    each begins in the result): one numpy gather, twice as fast as slicing each."""
+    small = len(buf) < 1 << 31
+    kind = np.int32 if small else np.int64
+    index = np.repeat((start - at).astype(kind), size.astype(kind))
+    index += np.arange(len(index), dtype=kind)
+    return np.frombuffer(buf, dtype=np.uint8)[index]
+
+
 class _RunsNotWritten(Exception):
     """Writing the runs failed (a full disk: numpy says "N requested and M written")."""
 
@@ -80,7 +90,7 @@ class _Runs:
         records["hi"], records["lo"], records["line"] = hi[order], lo[order], line[order]
         records["len"] = size
         records["at"] = np.cumsum(size) - size  # in this chunk's values, for now
-        values = b"".join([buf[s:e] for s, e in zip(start.tolist(), end.tolist(), strict=True)])
+        values = _gathered(buf, start, size, records["at"])
         bounds = np.searchsorted(part, np.arange(self.count + 1))
         for p in np.flatnonzero(bounds[1:] > bounds[:-1]).tolist():
             first, last = int(bounds[p]), int(bounds[p + 1])
