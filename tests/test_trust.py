@@ -397,3 +397,25 @@ def test_a_disk_that_fills_during_the_build_is_one_line(tmpfs, tmp_path, monkeyp
     )
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".kv-app-build-")] == []
     assert sorted(p.name for p in (tmpfs / "root").iterdir()) == [versions.LOCK]
+
+
+def test_a_sharded_version_in_use_is_never_pruned(tmp_path, data_file, data):
+    """A version made of shards, one of them open (served) by path: publish keeps it.
+    Before: only version-N/data.mdb was looked at, and a sharded version has none."""
+    root = tmp_path / "root"
+
+    def sharded(target):
+        return building.build(data_file, target, shards=2)
+
+    versions.publish_with(root, sharded, keep=1)
+    served = open_snapshot(root / "version-1" / "shard-1")
+    served.open()  # a server holds its lease
+    said = []
+    versions.publish_with(root, sharded, keep=1, say=said.append)
+    assert (root / "version-1").is_dir()
+    assert f"{root}: kept version-1: a running server still serves it" in said
+    key = next(k for k in data if served.owns(k))
+    assert served.get(key) == data[key]
+    served.close()
+    versions.publish_with(root, sharded, keep=1)
+    assert versions.versions(root) == [3]

@@ -137,18 +137,21 @@ def _ino_dev(path: Path) -> tuple[int, int] | None:
 
 @contextmanager
 def unless_in_use(snapshot: Path) -> Iterator[bool]:
-    """Yields True while holding an exclusive lock on a snapshot's data file (no live
-    process holds a lease on it, and none can take one until the block ends), or False
-    when some process holds one. A snapshot without a data file yields True."""
+    """Yields True while holding an exclusive lock on a snapshot's data files (its own, or
+    each of its shards': no live process holds a lease on any, and none can take one
+    until the block ends), or False when some process holds one. A snapshot without a
+    data file yields True."""
+    fds = []
     try:
-        fd = os.open(snapshot / DATA_FILE, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        yield True
-        return
-    try:
-        yield lock_now(fd)
+        for data in [snapshot / DATA_FILE, *sorted(snapshot.glob(f"shard-*/{DATA_FILE}"))]:
+            try:
+                fds.append(os.open(data, os.O_RDONLY | os.O_CLOEXEC))
+            except OSError:
+                continue
+        yield all(lock_now(fd) for fd in fds)
     finally:
-        os.close(fd)  # releases the lock
+        for fd in fds:
+            os.close(fd)  # releases the locks
 
 
 def lock_now(fd: int) -> bool:
