@@ -9,9 +9,10 @@ resident memory (its whole tree: the JVM and Spark's Python workers too) is samp
 20 ms:
 - `python -m kv_app.stores.spark DATA ROOT --master local[2]` (Spark's local directory
   in the work directory, so that its shuffle and spills count as temporary space);
-- `kv-app build DATA SNAPSHOT`, and `kv-app build --jobs 2` where build has that flag.
-Prints one line each: seconds, peak RSS MB, snapshot MB, and the most the output's
-directory held besides the snapshot (temporary runs, shuffle files, spills) as sampled.
+- `kv-app build DATA SNAPSHOT --jobs 1`, and `--jobs 2`.
+Prints one line each: seconds, peak memory MB (PSS of the process tree), snapshot MB, and
+the most the output's directory held besides the snapshot (temporary runs, shuffle files,
+spills) as sampled.
 Needs the spark extra (pip install -e '.[spark]') and java.
 """
 
@@ -27,21 +28,21 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_build import KV_APP, du, tree_rss  # noqa: E402 (a script beside this one)
+from bench_build import KV_APP, du, tree_pss  # noqa: E402 (a script beside this one)
 
 
 def measure(label: str, command: list[str], out: Path, made: Path, env: dict) -> str:
-    """Run command, sampling its tree's RSS and out's size until made appears."""
+    """Run command, sampling its tree's PSS and out's size until made appears."""
     started = time.monotonic()
     run = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
     )
     peak = held = 0
     while run.poll() is None:
-        peak = max(peak, tree_rss(run.pid))
+        peak = max(peak, tree_pss(run.pid))
         if not made.exists():
             held = max(held, du(out))
-        time.sleep(0.02)
+        time.sleep(0.2)
     seconds = time.monotonic() - started
     error = run.stderr.read()
     run.stderr.close()
@@ -49,7 +50,7 @@ def measure(label: str, command: list[str], out: Path, made: Path, env: dict) ->
         raise SystemExit(f"{label} failed: {error}")
     snapshot = du(made.resolve())
     return (
-        f"{label:<44} {seconds:7.1f} s, peak RSS {peak / 1e6:7,.1f} MB, "
+        f"{label:<44} {seconds:7.1f} s, peak memory {peak / 1e6:7,.1f} MB, "
         f"snapshot {snapshot / 1e6:7,.1f} MB, temporary space up to {held / 1e6:7,.1f} MB"
     )
 
@@ -83,12 +84,10 @@ def main() -> None:
             out / "root" / "current",
             {**env, "SPARK_LOCAL_DIRS": str(out / "spark-local")},
         ),
-        ("kv-app build", [KV_APP, "build", str(data), str(out / "snap"), *shards], None, env),
     ]
-    flags = subprocess.run([KV_APP, "build", "--help"], capture_output=True, text=True).stdout
-    if "--jobs" in flags:
-        command = [KV_APP, "build", str(data), str(out / "snap"), *shards, "--jobs", "2"]
-        runs.append(("kv-app build --jobs 2", command, None, env))
+    for jobs in ("1", "2"):
+        command = [KV_APP, "build", str(data), str(out / "snap"), *shards, "--jobs", jobs]
+        runs.append((f"kv-app build --jobs {jobs}", command, None, env))
     for label, command, made, run_env in runs:
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir()
