@@ -43,6 +43,17 @@ def tree_pss(pid: int) -> int:
     return total
 
 
+def sample(proc: subprocess.Popen, out: Path, made: Path) -> tuple[int, int]:
+    """Until proc ends: (its tree's peak PSS, the most out held before made appeared)."""
+    peak = held = 0
+    while proc.poll() is None:
+        peak = max(peak, tree_pss(proc.pid))
+        if not made.exists():
+            held = max(held, du(out))
+        time.sleep(0.2)
+    return peak, held
+
+
 def du(path: Path) -> int:
     total = 0
     for root, _, files in os.walk(path):
@@ -71,12 +82,7 @@ def measure(pairs: int, work: Path, flags: list[str]) -> str:
         stderr=subprocess.PIPE,
         text=True,
     )
-    peak = held = 0
-    while build.poll() is None:
-        peak = max(peak, tree_pss(build.pid))
-        if not target.exists():
-            held = max(held, du(out))
-        time.sleep(0.2)
+    peak, held = sample(build, out, target)
     seconds = time.monotonic() - started
     if build.returncode != 0:
         raise SystemExit(f"build failed: {build.stderr.read()}")

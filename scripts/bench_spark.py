@@ -28,7 +28,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_build import KV_APP, du, tree_pss  # noqa: E402 (a script beside this one)
+from bench_build import KV_APP, du, sample  # noqa: E402 (a script beside this one)
 
 
 def measure(label: str, command: list[str], out: Path, made: Path, env: dict) -> str:
@@ -37,12 +37,7 @@ def measure(label: str, command: list[str], out: Path, made: Path, env: dict) ->
     run = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
     )
-    peak = held = 0
-    while run.poll() is None:
-        peak = max(peak, tree_pss(run.pid))
-        if not made.exists():
-            held = max(held, du(out))
-        time.sleep(0.2)
+    peak, held = sample(run, out, made)
     seconds = time.monotonic() - started
     error = run.stderr.read()
     run.stderr.close()

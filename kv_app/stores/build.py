@@ -360,6 +360,16 @@ def _may_open(files: int) -> bool:
     return True
 
 
+def checked_settings(shards: int, max_value_bytes: int | None) -> int:
+    """A build's shard count checked (SnapshotError), and its value limit (None: the
+    KV_MAX_VALUE_BYTES setting)."""
+    try:
+        keyspace.check_shards(shards)
+    except ValueError as e:
+        raise SnapshotError(str(e)) from None
+    return reader.configured_max_value_bytes() if max_value_bytes is None else max_value_bytes
+
+
 def build(
     data_file: str | os.PathLike[str],
     target: str | os.PathLike[str],
@@ -392,12 +402,7 @@ def build(
     under PIECE_BYTES is built by this process alone.
     """
     jobs = jobs or usable_cores()
-    try:
-        keyspace.check_shards(shards)
-    except ValueError as e:
-        raise SnapshotError(str(e)) from None
-    if max_value_bytes is None:
-        max_value_bytes = reader.configured_max_value_bytes()
+    max_value_bytes = checked_settings(shards, max_value_bytes)
     started = time.perf_counter()
     name = os.fspath(data_file)
     target = Path(target)

@@ -48,7 +48,7 @@ import numpy as np
 from kv_app import config, keyspace, lines, loader
 from kv_app.keys import KEY_LEN, canonical_key, key_text, malformed, shortened
 from kv_app.loader import LoadError, iso_time
-from kv_app.stores.build import RECORD, SnapshotWriter, _fsync_dir, seal
+from kv_app.stores.build import RECORD, SnapshotWriter, _fsync_dir, checked_settings, seal
 from kv_app.stores.snapshot import SnapshotError
 from kv_app.stores.versions import publish_with
 
@@ -160,12 +160,7 @@ def _describe(df) -> str:
 
 
 def _publish(frame, root, shards, keep, max_value_bytes, name, say, *, from_lines):
-    try:
-        keyspace.check_shards(shards)
-    except ValueError as e:
-        raise SnapshotError(str(e)) from None
-    if max_value_bytes is None:
-        max_value_bytes = loader.configured_max_value_bytes()
+    max_value_bytes = checked_settings(shards, max_value_bytes)
 
     def make(target: Path) -> dict:
         started = time.perf_counter()
