@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import stat
 import sys
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,16 +15,20 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 from werkzeug.http import HTTP_STATUS_CODES
 
-from kv_app import api, config, docs, memory, metrics
+from kv_app import api, config, docs, lean, memory, metrics
+from kv_app.lean import SERVED, LeanPath, Served
 from kv_app.loader import LoadError, tty_progress
 from kv_app.stores import STORES, Store, StoreUnavailable
 
 log = logging.getLogger("kv_app")
 
 
-def create_app(overrides: Mapping[str, Any] | None = None, store: Store | None = None) -> Flask:
+def create_app(
+    overrides: Mapping[str, Any] | None = None, store: Store | None = None, *, lean: bool = True
+) -> Flask:
     """The app over store, or over the store its settings name: defaults, then KV_*
-    variables, then overrides.
+    variables, then overrides. lean=False leaves out the lean path (kv_app/lean.py): every
+    request goes through Flask.
 
     Raises LoadError when the data cannot be served and ConfigError for a bad setting.
     """
@@ -46,6 +48,8 @@ def create_app(overrides: Mapping[str, Any] | None = None, store: Store | None =
     app.before_request(request_id)
     app.after_request(security_headers)
     metrics.init_metrics(app)
+    if lean:
+        app.wsgi_app = LeanPath(app, app.wsgi_app)
     return app
 
 
@@ -85,7 +89,19 @@ def _special(path: str) -> bool:
 def set_store(app: Flask, store: Store) -> None:
     """Serve store from now on (the one reference the app holds: the old one is freed)."""
     app.extensions[api.STORE] = store
-    app.extensions[api.HTTP] = api.caching(store, app.config)
+    http = app.extensions[api.HTTP] = api.caching(store, app.config)
+    app.extensions[SERVED] = Served(
+        store,
+        http["version"],
+        (
+            ("Vary", "Accept"),
+            ("X-Data-Version", http["version"]),
+            ("Cache-Control", http["found"]),
+            ("Last-Modified", http["Last-Modified"]),
+            ("X-Content-Type-Options", "nosniff"),
+        ),
+        app.config["METRICS"],
+    )
     docs.show_example(app, store.example_key())
     metrics.set_data(store)
 
@@ -135,15 +151,10 @@ def unexpected_error(e: Exception) -> Response:
     return error_response(500, InternalServerError.description)
 
 
-_REQUEST_ID = re.compile(r"[A-Za-z0-9_.:@/+=-]{1,128}")  # deploy/nginx-cache.conf: the same
-
-
 def request_id() -> None:
     """The request's id: the client's X-Request-ID when it is a sane token, else a new
     one; echoed in the answer and written in the access log."""
-    given = request.headers.get("X-Request-ID")
-    rid = given if given and _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
-    request.environ["kv.request_id"] = rid
+    request.environ["kv.request_id"] = lean.request_id(request.headers.get("X-Request-ID"))
 
 
 def security_headers(response: Response) -> Response:

@@ -119,20 +119,21 @@ def _started() -> None:
 
 def _counted(response: Response) -> Response:
     rule = request.url_rule.rule if request.url_rule else None
-    key = (request.method, rule, response.status_code)
+    counted(request.method, rule, response.status_code, request.environ.get("kv.started"))
+    return response
+
+
+def counted(method: str, rule: str | None, status: int, started: float | None) -> None:
+    """One request answered: its count, and its time since started (perf_counter)."""
+    key = (method, rule, status)
     children = _REQUEST_CHILDREN.get(key)
     if children is None:
         route = route_of(rule)
-        children = (
-            REQUESTS.labels(request.method, route, str(response.status_code)),
-            LATENCY.labels(route),
-        )
+        children = (REQUESTS.labels(method, route, str(status)), LATENCY.labels(route))
         _REQUEST_CHILDREN[key] = children
     children[0].inc()
-    started = request.environ.get("kv.started")
     if started is not None:
         children[1].observe(time.perf_counter() - started)
-    return response
 
 
 def scrape() -> Response:

@@ -1,0 +1,108 @@
+"""The lean path: a WSGI layer in front of Flask (as Flask documents for middleware) that
+answers the hot case of `GET /items/<id>` itself, with headers computed once per data
+version, and hands every other request to the app unchanged.
+
+It answers only what it can answer exactly as the blueprint would: a GET or HEAD of an
+id (either case) that is there, asking for JSON (no Accept, `*/*` or application/json),
+without If-None-Match. Anything else (a missing or malformed id, text, a conditional
+request, another shard's id, a store that cannot answer, any other route) goes to Flask,
+which stays the documented route and the source of the spec. tests/test_lean.py sends the
+same random requests to both and compares status, headers and body.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass
+
+import orjson
+
+from kv_app import metrics
+from kv_app.keys import KEY_LEN, canonical_key
+from kv_app.stores import StoreUnavailable
+
+_PREFIX = "/items/"
+_JSON_ACCEPTS = frozenset((None, "*/*", "application/json"))
+_ROUTE = "/items/<item_id:item_id>"  # the blueprint's rule, for the metrics' label
+# A client's X-Request-ID is echoed when it is a sane token (deploy/nginx-cache.conf: the
+# same), else a new one is made.
+REQUEST_ID = re.compile(r"[A-Za-z0-9_.:@/+=-]{1,128}")
+SERVED = "kv_served"  # the key of the Served in app.extensions
+
+
+@dataclass(frozen=True)
+class Served:
+    """What is served, read whole by the lean path: the store, its version, and the
+    headers of a found item's answer besides its ETag (computed once per store)."""
+
+    store: object
+    version: str
+    found_headers: tuple[tuple[str, str], ...]
+    metrics: bool
+
+
+def request_id(given: str | None) -> str:
+    """The request's id: the client's when it is a sane token, else a new one."""
+    return given if given and REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+
+class LeanPath:
+    """app.wsgi_app, wrapped: see the module's docstring."""
+
+    def __init__(self, app, wsgi_app):
+        self.app = app
+        self.wsgi_app = wsgi_app  # Flask's own
+
+    def __call__(self, environ, start_response):
+        method = environ["REQUEST_METHOD"]
+        path = environ["PATH_INFO"]
+        if (
+            (method == "GET" or method == "HEAD")
+            and len(path) == len(_PREFIX) + KEY_LEN
+            and path.startswith(_PREFIX)
+            and environ.get("HTTP_ACCEPT") in _JSON_ACCEPTS
+            and "HTTP_IF_NONE_MATCH" not in environ
+        ):
+            answer = self.answer(environ, path[len(_PREFIX) :], method == "HEAD")
+            if answer is not None:
+                headers, body = answer
+                start_response("200 OK", headers)
+                return body
+        return self.wsgi_app(environ, start_response)
+
+    def answer(self, environ, item_id: str, head: bool):
+        """(headers, body) of the item's 200 answer, or None: Flask answers."""
+        started = time.perf_counter()
+        key = canonical_key(item_id)
+        if key is None:
+            return None
+        served = self.app.extensions[SERVED]
+        store = served.store
+        try:
+            if not store.owns(key):
+                return None
+            value = store.get(key)
+        except StoreUnavailable:
+            return None
+        if value is None:
+            return None
+        rid = environ["kv.request_id"] = request_id(environ.get("HTTP_X_REQUEST_ID"))
+        body = orjson.dumps({"id": key, "value": value})
+        vary, version, cache, modified, nosniff = served.found_headers
+        headers = [  # as Flask orders them: those given, its own, then after_request's
+            vary,
+            version,
+            ("ETag", f'"{served.version}-{key}-j"'),
+            cache,
+            modified,
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
+            nosniff,
+            ("X-Request-ID", rid),
+        ]
+        if served.metrics:
+            metrics.lookups(1, 0)
+            metrics.counted(environ["REQUEST_METHOD"], _ROUTE, 200, started)
+        return headers, [] if head else [body]

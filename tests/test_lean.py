@@ -1,0 +1,113 @@
+"""kv_app/lean.py: the lean path answers exactly as the blueprint does. The same random
+requests go to an app with it and to one without it (every request through Flask); status,
+headers and body must be the same, byte for byte (a new request id aside)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import TRICKY
+from kv_app import metrics
+from kv_app.app import create_app
+
+KEYS = sorted(TRICKY)
+MISSING = "0b7e6bd2-8d4c-4b6a-9c43-2f1a1e6c0aff"
+
+
+@pytest.fixture(scope="module")
+def apps(tricky_file_once):
+    """(lean, through Flask only) test clients over the same store, for each kind."""
+    return {
+        kind: tuple(
+            create_app({"DATA_PATH": "unused"}, store=store, lean=lean).test_client()
+            for lean in (True, False)
+        )
+        for kind, store in tricky_file_once.items()
+    }
+
+
+def ids():
+    key = st.sampled_from([*KEYS, MISSING])
+    return st.one_of(
+        key,
+        key.map(str.upper),
+        key.map(lambda k: k[:8] + k[8:].upper()),
+        key.map(lambda k: k[:-1]),
+        key.map(lambda k: k.replace("-", "_")),
+        st.text(min_size=0, max_size=40).filter(lambda t: "/" not in t and "?" not in t),
+        st.just("batch"),
+    )
+
+
+ACCEPTS = [
+    None,
+    "*/*",
+    "application/json",
+    "text/plain",
+    "text/html",
+    "application/json;q=0.5, text/plain",
+    "APPLICATION/JSON",
+    "",
+]
+MATCHES = [None, "*", '"nope"', "{etag}", 'W/"{etag_bare}"']
+REQUEST_IDS = [None, "given-id-1", "bad id with spaces", "x" * 200]
+
+
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    kind=st.sampled_from(["dict", "compact", "snapshot"]),
+    method=st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"]),
+    item=ids(),
+    accept=st.sampled_from(ACCEPTS),
+    match=st.sampled_from(MATCHES),
+    rid=st.sampled_from(REQUEST_IDS),
+    query=st.sampled_from(["", "?x=1"]),
+)
+def test_the_lean_path_answers_as_the_blueprint(
+    apps, kind, method, item, accept, match, rid, query
+):
+    lean, plain = apps[kind]
+    headers = {}
+    if accept is not None:
+        headers["Accept"] = accept
+    if rid is not None:
+        headers["X-Request-ID"] = rid
+    if match is not None:
+        etag_bare = plain.get(f"/items/{KEYS[0]}").headers["ETag"].strip('"')
+        headers["If-None-Match"] = match.format(etag=f'"{etag_bare}"', etag_bare=etag_bare)
+    answers = [
+        client.open(f"/items/{item}{query}", method=method, headers=headers)
+        for client in (lean, plain)
+    ]
+    first, second = answers
+    assert first.status == second.status
+    assert first.get_data() == second.get_data()
+    given = rid is not None and rid == first.headers.get("X-Request-ID")
+    strip = () if given else ("X-Request-ID",)
+    assert [h for h in first.headers.items() if h[0] not in strip] == [
+        h for h in second.headers.items() if h[0] not in strip
+    ]
+    assert "X-Request-ID" in first.headers and len(first.headers["X-Request-ID"]) <= 128
+
+
+def test_every_key_exactly_through_the_lean_path(apps):
+    for kind, (lean, _) in apps.items():
+        for key, value in TRICKY.items():
+            for spelling in (key, key.upper()):
+                r = lean.get(f"/items/{spelling}")
+                assert r.status_code == 200, (kind, key)
+                assert r.get_json() == {"id": key, "value": value}
+
+
+def test_the_lean_path_counts_what_flask_counts(apps):
+    """Lookups and requests by route, as the blueprint counts them."""
+    lean, _ = apps["dict"]
+    before = metrics.LOOKUPS.labels("found")._value.get()
+    requests = metrics.REQUESTS.labels("GET", "/items/<item_id>", "200")._value.get()
+    assert lean.get(f"/items/{KEYS[0]}").status_code == 200
+    assert metrics.LOOKUPS.labels("found")._value.get() == before + 1
+    assert metrics.REQUESTS.labels("GET", "/items/<item_id>", "200")._value.get() == requests + 1
