@@ -52,6 +52,7 @@ from kv_app import app as _app  # noqa: E402
 from kv_app import bodies as _bodies  # noqa: E402
 from kv_app import config as _config  # noqa: E402
 from kv_app import metrics as _metrics  # noqa: E402
+from kv_app import responses as _responses  # noqa: E402
 from kv_app.loader import LoadError as _LoadError  # noqa: E402
 from kv_app.stores import StoreUnavailable as _StoreUnavailable  # noqa: E402
 
@@ -268,6 +269,7 @@ def post_fork(server, worker):
       be killed. Marking it not alive makes it stop as soon as its loop starts.
     - Requests gunicorn refuses before the app sees them (a bad request line, framing
       or headers) are answered in the app's JSON error shape, not gunicorn's HTML page.
+    - An answer's headers leave with its body, in one send (kv_app/responses.py).
     - oom_score_adj 1000: under a memory limit the kernel kills a worker (the master
       replaces it) rather than the master (which would take every worker with it).
     - A worker that keeps dying (a snapshot truncated under it: SIGBUS) is replaced
@@ -279,6 +281,7 @@ def post_fork(server, worker):
     for stop in _STOP_SIGNALS:  # TERM, and INT and QUIT (the master's quick stop)
         signal.signal(stop, lambda signum, frame: setattr(worker, "alive", False))
     _gunicorn_util.write_error = _write_json_error
+    _responses.install()  # headers and body in one send
     try:
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write("1000")

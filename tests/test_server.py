@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -224,3 +226,33 @@ def test_access_log_is_one_json_object_a_request(start_server, data_file, data):
     assert first["duration_us"] > 0 and first["remote"] == "127.0.0.1"
     assert second == {**second, "status": 404, "query": "x=1", "request_id": made_id}
     assert second["user_agent"] == 'odd "agent"\\'
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+@pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
+def test_an_answer_leaves_in_one_send(start_server, data_file, data, tmp_path, worker_class):
+    """Headers and body of an answer in one send (gunicorn sends them in two)."""
+    from test_faults import children
+
+    server = start_server(data_file, "--workers", "1", "--worker-class", worker_class)
+    key = next(iter(data))
+    requests.get(f"{server.url}/items/{key}", timeout=10)  # the worker is up
+    (worker,) = children(server.proc.pid)
+    trace = tmp_path / "trace"
+    strace = subprocess.Popen(
+        ["strace", "-f", "-qq", "-e", "trace=sendto,sendmsg,write,writev", "-s", "4096"]
+        + ["-o", str(trace), "-p", str(worker)],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(1)  # attached
+        with requests.Session() as session:
+            for path in (f"/items/{key}", f"/items/{key.upper()}", "/items/nope"):
+                session.get(f"{server.url}{path}", timeout=10)
+        wait_for(lambda: trace.read_text().count("HTTP/1.1") >= 3, timeout=30)
+    finally:
+        strace.terminate()
+        strace.wait(timeout=30)
+    sends = [line for line in trace.read_text().splitlines() if "HTTP/1.1 " in line]
+    assert len(sends) == 3, sends
+    assert all("\\r\\n\\r\\n{" in line for line in sends), sends  # the body in the same send
