@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 from test_faults import children
+from test_faults import workers as both_workers
 
 from conftest import KV_APP, _load_script, make_data, wait_for
 from kv_app import memory
@@ -173,7 +174,8 @@ def test_a_reload_over_the_memory_limit_is_refused_and_the_old_data_served(
     with memlimit.MemoryLimit(2 << 30) as cgroup:
         server = start_server(data, serve=in_cgroup(cgroup))
         value = requests.get(f"{server.url}/items/{key}", timeout=30).json()["value"]
-        workers = children(server.proc.pid)
+        workers = both_workers(server)  # the first answers alone while the second boots
+        time.sleep(1)  # and both have settled in memory
         # Room for what is loaded now, not for a second copy beside it.
         usage = int((cgroup.path / "memory.usage_in_bytes").read_text())
         wanted, _ = memory.need(260, 1.25, data)
