@@ -299,8 +299,8 @@ def post_fork(server, worker):
         deadline = time.monotonic() + wait
         while worker.alive and time.monotonic() < deadline:
             time.sleep(0.05)
-    store = server.app.callable.extensions.get(_api.STORE)
-    if store is None:  # not kv_app's app (scripts/bench_baseline.py runs under these hooks)
+    store = getattr(server.app.callable, "extensions", {}).get(_api.STORE)
+    if store is None:  # not kv_app's app (scripts/bench_baseline.py's run under these hooks)
         return
     try:
         getattr(store, "open", lambda: None)()

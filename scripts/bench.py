@@ -70,7 +70,7 @@ class Server:
         data: Path | None,
         workers: int,
         store: str,
-        baseline: bool = False,
+        baseline: bool | str = False,  # or the name of an app in bench_baseline.py
         preexec_fn=None,
         extra_env: dict | None = None,
     ):
@@ -83,7 +83,8 @@ class Server:
         env.update(extra_env or {})
         cmd = [sys.executable, "-m", "gunicorn", "--config", "python:kv_app.gunicorn_conf"]
         if baseline:  # the app named here replaces kv_app's; settings and hooks stay
-            cmd += ["--chdir", str(ROOT / "scripts"), "bench_baseline:app"]
+            target = baseline if isinstance(baseline, str) else "app"
+            cmd += ["--chdir", str(ROOT / "scripts"), f"bench_baseline:{target}"]
         else:
             env["KV_DATA_PATH"] = str(data)
         self.log = tempfile.TemporaryFile("w+")

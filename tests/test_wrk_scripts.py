@@ -85,9 +85,11 @@ def test_zipf_script_asks_rank_r_in_proportion_to_r_to_the_minus_s(tmp_path, exp
         assert abs(share - p) < 5 * math.sqrt(p * (1 - p) / total), (rank, share, p, seen)
 
 
-def test_the_benchmarks_baseline_app_serves_under_kv_apps_hooks(tmp_path):
-    """scripts/bench.py measures a constant Flask app under kv_app's gunicorn settings and
-    hooks. Before: every worker failed to boot (post_fork looked for kv_app's store)."""
+@pytest.mark.parametrize("app, body", [("app", "constant"), ("wsgi", "constant")])
+def test_the_benchmarks_baseline_apps_serve_under_kv_apps_hooks(tmp_path, app, body):
+    """scripts/bench.py and bench_cpu.py measure a constant Flask app and a bare WSGI
+    callable under kv_app's gunicorn settings and hooks. Before: every worker failed to
+    boot (post_fork looked for kv_app's store, then for a Flask app's extensions)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KV_")}
     env.update(KV_HOST="127.0.0.1", KV_PORT=str(port), KV_WORKERS="1")
@@ -95,7 +97,7 @@ def test_the_benchmarks_baseline_app_serves_under_kv_apps_hooks(tmp_path):
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--config", "python:kv_app.gunicorn_conf"]
-            + ["--chdir", str(ROOT / "scripts"), "bench_baseline:app"],
+            + ["--chdir", str(ROOT / "scripts"), f"bench_baseline:{app}"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -110,7 +112,7 @@ def test_the_benchmarks_baseline_app_serves_under_kv_apps_hooks(tmp_path):
                 return False
 
         wait_for(answers, timeout=60)
-        assert requests.get(f"http://127.0.0.1:{port}/items/x", timeout=5).text == "constant"
+        assert requests.get(f"http://127.0.0.1:{port}/items/x", timeout=5).text == body
     finally:
         proc.terminate()
         proc.wait(timeout=30)
