@@ -89,8 +89,15 @@ class Server:
             env["KV_DATA_PATH"] = str(data)
         self.log = tempfile.TemporaryFile("w+")
         self.started = time.perf_counter()
+        # cwd "/": `python -m` puts the working directory first on sys.path, where a
+        # checkout's kv_app would shadow the one PYTHONPATH names (extra_env).
         self.proc = subprocess.Popen(
-            cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn
+            cmd,
+            env=env,
+            cwd="/",
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=preexec_fn,
         )
         self.ready_seconds = self._wait(workers)
 

@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--store", default="dict")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--duration", type=float, default=5)
+    parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--other", action="append", default=[], help="NAME=DIR of a checkout")
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "kv-bench")
