@@ -111,3 +111,19 @@ def test_the_lean_path_counts_what_flask_counts(apps):
     assert lean.get(f"/items/{KEYS[0]}").status_code == 200
     assert metrics.LOOKUPS.labels("found")._value.get() == before + 1
     assert metrics.REQUESTS.labels("GET", "/items/<item_id>", "200")._value.get() == requests + 1
+
+
+def test_a_store_error_on_the_lean_path_is_answered_by_flask(tricky_file_once):
+    """Anything the lean path cannot answer (a store that raises) goes to Flask, which
+    answers in the one JSON error shape."""
+
+    class Broken:
+        def __getattr__(self, name):
+            return getattr(tricky_file_once["dict"], name)
+
+        def get(self, key, default=None):
+            raise OSError("the disk is gone")
+
+    client = create_app({"DATA_PATH": "unused"}, store=Broken()).test_client()
+    r = client.get(f"/items/{KEYS[0]}")
+    assert r.status_code == 500 and r.get_json()["error"] == "Internal Server Error"
