@@ -588,3 +588,30 @@ def test_build_and_publish_take_the_tmp_dir_flag(tmp_path, data_file, monkeypatc
     )
     assert r.exit_code == 0 and f"in {runs}/.kv-app-build-" in r.stderr
     assert list(runs.iterdir()) == []
+
+
+def test_each_thread_reads_with_its_own_transaction(tmp_path, data_file, data):
+    """LMDB: a transaction belongs to one thread. With the gthread worker a worker's
+    threads look up at once: each gets its own read transaction (before: one for all)."""
+    import threading
+
+    build(data_file, tmp_path / "snap")
+    store = open_snapshot(tmp_path / "snap")
+    keys = list(data)
+    seen, answers = {}, {}
+    together = threading.Barrier(4)  # all alive at once: no thread id is reused
+
+    def look(n: int) -> None:
+        seen[n] = store._reader()
+        answers[n] = store.get_many(keys[n::4]) == [data[k] for k in keys[n::4]]
+        together.wait(timeout=30)
+
+    threads = [threading.Thread(target=look, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(answers.values()) and len(answers) == 4
+    assert len({id(txn) for txn in seen.values()}) == 4
+    assert store._reader() is store._reader()  # one per thread, kept
+    store.close()

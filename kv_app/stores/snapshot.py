@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
@@ -228,36 +229,52 @@ def read_manifest(snapshot: Path) -> dict:
 
 
 # This process's open environments, by data file: LMDB allows one per file per process.
-_ENVS: dict[tuple[int, str], tuple[lmdb.Environment, lmdb.Transaction]] = {}
+# Each holds a read transaction per OS thread that reads it (LMDB: a transaction belongs
+# to one thread). Greenlets share their thread's: gevent patches threading's idents, not
+# the native one.
+_ENVS: dict[tuple[int, str], tuple[lmdb.Environment, dict[int, lmdb.Transaction]]] = {}
+_ENVS_LOCK = threading.Lock()
 
 
 def _reader(data: Path, size: int) -> lmdb.Transaction:
-    """This process's read transaction on a snapshot's data file (opened on first use:
+    """This thread's read transaction on a snapshot's data file (opened on first use:
     an environment is never used across fork). It lives as long as the process or until
     release(): the file never changes, so one transaction sees all of it."""
     key = (os.getpid(), str(data))
-    if key not in _ENVS:
-        # Read-only, no lock file (the file never changes; the reader table leaked slots
-        # when workers were killed), no read-ahead (beyond RAM it made lookups 100x slower).
-        env = lmdb.open(
-            str(data),
-            subdir=False,
-            readonly=True,
-            lock=False,
-            readahead=False,
-            map_size=size,
-            max_readers=1,
-        )
-        _ENVS[key] = (env, env.begin(buffers=False))
-    return _ENVS[key][1]
+    opened = _ENVS.get(key)
+    thread = threading.get_native_id()
+    if opened is not None:
+        txn = opened[1].get(thread)
+        if txn is not None:
+            return txn
+    with _ENVS_LOCK:
+        if key not in _ENVS:
+            # Read-only, no lock file (the file never changes; the reader table leaked
+            # slots when workers were killed), no read-ahead (beyond RAM it made lookups
+            # 100x slower).
+            env = lmdb.open(
+                str(data),
+                subdir=False,
+                readonly=True,
+                lock=False,
+                readahead=False,
+                map_size=size,
+                max_readers=1,
+            )
+            _ENVS[key] = (env, {})
+        env, txns = _ENVS[key]
+        txn = txns[thread] = env.begin(buffers=False)
+        return txn
 
 
 def release(data: Path) -> None:
     """Close this process's environment on data, if open."""
-    opened = _ENVS.pop((os.getpid(), str(data)), None)
+    with _ENVS_LOCK:
+        opened = _ENVS.pop((os.getpid(), str(data)), None)
     if opened is not None:
-        env, txn = opened
-        txn.abort()
+        env, txns = opened
+        for txn in txns.values():
+            txn.abort()
         env.close()
 
 
@@ -352,7 +369,7 @@ class SnapshotStore(ByGet, Mapping[str, str]):
     """The pairs of a snapshot, read through the page cache: nothing is loaded.
 
     Each process opens its own LMDB environment (open(); else on its first lookup; never
-    one across fork) and keeps one read transaction (the file never changes). Every
+    one across fork) and keeps a read transaction per thread (the file never changes). Every
     lookup first checks that the data file was not written to since it was opened, and
     every CHECK_EVERY seconds that its path still names it: once either fails, every
     lookup raises SnapshotChanged (the API answers 503).
