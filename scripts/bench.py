@@ -99,7 +99,11 @@ class Server:
             stderr=subprocess.STDOUT,
             preexec_fn=preexec_fn,
         )
-        self.ready_seconds = self._wait(workers)
+        try:
+            self.ready_seconds = self._wait(workers)
+        except BaseException:  # not up (or interrupted): stopped, not left running
+            self.stop()
+            raise
 
     def _wait(self, workers: int) -> float:
         deadline = time.monotonic() + 900
@@ -287,9 +291,10 @@ def bench_size(n: int, args) -> dict:
         result["small_text_ready_s"] = small_text_ready_s(args)
 
     server = Server(data, args.workers, args.store)
-    # The framework's ceiling: the constant-returning app under the same settings.
-    baseline = Server(None, args.workers, args.store, baseline=True)
+    baseline = None
     try:
+        # The framework's ceiling: the constant-returning app under the same settings.
+        baseline = Server(None, args.workers, args.store, baseline=True)
         result["load_s"] = server.load_seconds()
         result["ready_s"] = round(server.ready_seconds, 3)
         result["master_peak_mb"] = round(server.master_peak_mb(), 1)
@@ -307,9 +312,10 @@ def bench_size(n: int, args) -> dict:
             )
             r["keys_per_s"] = round(r["rps"] * size)
             result["batch"][str(size)] = r
-    finally:
+    finally:  # every server started is stopped, however the run ends
         server.stop()
-        baseline.stop()
+        if baseline is not None:
+            baseline.stop()
 
     if not args.skip_memory:
         result["memory"] = {}
