@@ -104,7 +104,8 @@ def configured_max_value_bytes() -> int:
 @dataclass
 class Chunk:
     """A piece of a file: whole lines, ending with "\n" (one is added to a last line that
-    lacks it). buf is only valid until the reader moves on.
+    lacks it). buf is only valid until the reader moves on; unless it is a view of the
+    caller's buffer (into), it is the chunk's own, for the caller to change.
 
     starts[i] and ends[i] are where good line i's key starts and where its "\n" is, in
     buf; numbers[i] its line number. problems: its bad lines. clean: every line is good
@@ -213,6 +214,7 @@ def chunks(
     # (line `number`) and end where the bytes read so far end.
     data, origin = (bytearray(), start) if into is None else (into, 0)
     pos = end = start
+    unbroken = start  # data[pos:unbroken] holds no "\n": a long line is not searched again
     number = first_line
     while True:
         block = _read(f, data, end - origin, min(CHUNK_BYTES, limit - end), into is not None)
@@ -221,8 +223,9 @@ def chunks(
         reading.bytes += len(block)
         end += len(block)
         if len(block):
-            cut = data.rfind(b"\n", pos - origin, end - origin) + 1
+            cut = data.rfind(b"\n", max(pos, unbroken) - origin, end - origin) + 1
             if not cut:  # a line longer than a chunk: read on, unless it is too long
+                unbroken = end
                 if max_line is not None and end - pos > max_line:
                     head = bytes(data[pos - origin : pos - origin + KEY_LEN + 1 + len(BOM)])
                     rest, pos = _skip_long_line(
