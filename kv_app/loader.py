@@ -146,7 +146,8 @@ def _fast(checked) -> dict[str, str] | None:
         if not chunk.clean:
             return None
         # Turn each separator into a line break: one split then gives key, value, key, ...
-        text = bytearray(chunk.buf)
+        # (in the chunk's own bytes: the reader has hashed them and is done with them)
+        text = chunk.buf
         np.frombuffer(text, dtype=np.uint8)[chunk.starts + KEY_LEN] = ord("\n")
         parts = text.decode("utf-8").split("\n")
         parts.pop()  # the empty string after the last "\n"
