@@ -18,44 +18,20 @@ import signal
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 
-# A SIGHUP while the data loads, before gunicorn installs its handlers, would kill the
-# server with an empty log (the default action). Until then it is remembered, and
-# honoured once the server is up (when_ready).
-_EARLY_HUP: list[float] = []
-signal.signal(signal.SIGHUP, lambda signum, frame: _EARLY_HUP.append(time.time()))
+import gevent
+import orjson as _orjson
+from gunicorn import util as _gunicorn_util
+from gunicorn.glogging import Logger as _GunicornLogger
 
-# Metrics across workers: prometheus_client's multiprocess mode reads this variable when
-# it is first imported (below, through kv_app), so it is set first. KV_METRICS_DIR, or a
-# fresh directory for each start (removed on exit); never one inherited from a parent
-# process, and emptied on start: another server's or an earlier run's files would add up.
-_METRICS_DIR_OWNED = not os.environ.get("KV_METRICS_DIR")
-if _METRICS_DIR_OWNED:
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="kv-app-metrics-")
-else:
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["KV_METRICS_DIR"]
-    os.makedirs(os.environ["KV_METRICS_DIR"], exist_ok=True)
-    for _name in os.listdir(os.environ["KV_METRICS_DIR"]):
-        if _name.endswith(".db"):
-            os.unlink(os.path.join(os.environ["KV_METRICS_DIR"], _name))
+from kv_app import config as _config
+from kv_app.loader import LoadError as _LoadError
 
-from datetime import UTC, datetime  # noqa: E402
-
-import gevent  # noqa: E402
-import orjson as _orjson  # noqa: E402
-from gunicorn import util as _gunicorn_util  # noqa: E402
-from gunicorn.glogging import Logger as _GunicornLogger  # noqa: E402
-from prometheus_client import multiprocess as _multiprocess  # noqa: E402
-
-from kv_app import api as _api  # noqa: E402
-from kv_app import app as _app  # noqa: E402
-from kv_app import bodies as _bodies  # noqa: E402
-from kv_app import config as _config  # noqa: E402
-from kv_app import metrics as _metrics  # noqa: E402
-from kv_app import responses as _responses  # noqa: E402
-from kv_app.loader import LoadError as _LoadError  # noqa: E402
-from kv_app.stores import StoreUnavailable as _StoreUnavailable  # noqa: E402
-
+# Importing this module only reads the settings: the process is set up by the logger's
+# setup (_JsonAccessLogger, below), gunicorn's first call into these settings, made in
+# the master before the app is loaded. kv_app's app, api and metrics modules are imported
+# after that (prometheus_client must see PROMETHEUS_MULTIPROC_DIR when first imported).
 try:
     _kv = _config.resolve()
 except _config.ConfigError as _e:
@@ -141,7 +117,14 @@ control_socket_disable = True
 class _JsonAccessLogger(_GunicornLogger):
     """gunicorn's logger, with access lines as JSON objects: time, method, path, query,
     status, bytes, duration_us, remote, user_agent, request_id (the X-Request-ID the app
-    answered with: the client's, or one it made)."""
+    answered with: the client's, or one it made). Its setup is where the master's
+    process is set up (_set_up_master)."""
+
+    def setup(self, cfg):
+        """gunicorn calls this first in the master, before the app loads (and again on
+        every reload)."""
+        _set_up_master()
+        super().setup(cfg)
 
     def access(self, resp, req, environ, request_time):
         if not self.access_log_enabled:
@@ -189,7 +172,42 @@ def _log_like_gunicorn(level: str) -> None:
     log.setLevel(level.upper())
 
 
-_log_like_gunicorn(_kv["LOG_LEVEL"])
+# What the master's set-up made: SIGHUPs that arrived while the data was loading, and the
+# metrics directory it created (removed on exit), if any.
+_EARLY_HUP: list[float] = []
+_is_set_up = False
+_made_metrics_dir: str | None = None
+
+
+def _set_up_master() -> None:
+    """Once per process, before the app is loaded:
+
+    - A SIGHUP while the data loads, before gunicorn installs its handlers, would kill
+      the server with an empty log (the default action). Until then it is remembered,
+      and honoured once the server is up (when_ready).
+    - Metrics across workers: prometheus_client's multiprocess mode reads
+      PROMETHEUS_MULTIPROC_DIR when it is first imported (through kv_app's app, after
+      this). KV_METRICS_DIR, emptied on start (another server's or an earlier run's
+      files would add up), or else a fresh directory for each start, removed on exit;
+      never one inherited from a parent process.
+    - kv_app's own log lines in gunicorn's format and level.
+    """
+    global _is_set_up, _made_metrics_dir
+    if _is_set_up:
+        return
+    _is_set_up = True
+    signal.signal(signal.SIGHUP, lambda signum, frame: _EARLY_HUP.append(time.time()))
+    directory = _kv["METRICS_DIR"]
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+        for name in os.listdir(directory):
+            if name.endswith(".db"):
+                os.unlink(os.path.join(directory, name))
+    else:
+        directory = _made_metrics_dir = tempfile.mkdtemp(prefix="kv-app-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    _log_like_gunicorn(_kv["LOG_LEVEL"])
+
 
 # --- Hooks ------------------------------------------------------------------------------
 
@@ -278,10 +296,13 @@ def post_fork(server, worker):
       against what the master opened; if it changed, this worker answers 503 (and says
       why, once), never the changed bytes.
     """
+    from kv_app import api, metrics, responses
+    from kv_app.stores import StoreUnavailable
+
     for stop in _STOP_SIGNALS:  # TERM, and INT and QUIT (the master's quick stop)
         signal.signal(stop, lambda signum, frame: setattr(worker, "alive", False))
     _gunicorn_util.write_error = _write_json_error
-    _responses.install()  # headers and body in one send
+    responses.install()  # headers and body in one send
     try:
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write("1000")
@@ -299,16 +320,16 @@ def post_fork(server, worker):
         deadline = time.monotonic() + wait
         while worker.alive and time.monotonic() < deadline:
             time.sleep(0.05)
-    store = getattr(server.app.callable, "extensions", {}).get(_api.STORE)
+    store = getattr(server.app.callable, "extensions", {}).get(api.STORE)
     if store is None:  # not kv_app's app (scripts/bench_baseline.py's run under these hooks)
         return
     try:
         getattr(store, "open", lambda: None)()
-    except _StoreUnavailable as e:
+    except StoreUnavailable as e:
         server.log.error("worker %s not serving: %s", worker.pid, e)
     except Exception as e:  # never a boot error: gunicorn would stop every worker for it
         server.log.error("worker %s could not open its store: %s", worker.pid, e)
-    _metrics.set_data(store)
+    metrics.set_data(store)
 
 
 def _write_json_error(sock, status_int, reason, mesg):
@@ -325,7 +346,9 @@ def _write_json_error(sock, status_int, reason, mesg):
 def child_exit(server, worker):
     """A worker is gone: its live gauges stop counting (its counters stay summed); an
     exit the master did not ask for counts towards the next workers' backoff."""
-    _multiprocess.mark_process_dead(worker.pid)
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
     if worker.pid in _RETIRED:
         _RETIRED.discard(worker.pid)
     else:
@@ -334,8 +357,8 @@ def child_exit(server, worker):
 
 def on_exit(server):
     """Remove the metrics directory this start made."""
-    if _METRICS_DIR_OWNED:
-        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    if _made_metrics_dir:
+        shutil.rmtree(_made_metrics_dir, ignore_errors=True)
 
 
 def pre_request(worker, req):
@@ -346,16 +369,18 @@ def pre_request(worker, req):
     keeps sending, so two such clients stopped both default workers. Closing instead
     costs nothing to well-behaved clients (they send no body, or a batch the app reads).
     """
+    from kv_app import api, bodies
+
     length, chunked = None, False
     for name, value in req.headers:
         if name == "CONTENT-LENGTH":
             length = int(value) if value.isdigit() else None
         elif name == "TRANSFER-ENCODING":
             chunked = chunked or "chunked" in value.lower()
-    if _api.body_left_unread(req.method, req.path, length, chunked, _kv["MAX_BATCH"]):
+    if api.body_left_unread(req.method, req.path, length, chunked, _kv["MAX_BATCH"]):
         req.force_close()
     elif length or chunked:
-        _bodies.bound(req, BODY_TIMEOUT, _body_slots())
+        bodies.bound(req, BODY_TIMEOUT, _body_slots())
 
 
 # Seconds a client gets to send a whole request body (a batch). gunicorn sets no limit on
@@ -401,23 +426,25 @@ def _reload(server, gunicorn_reload) -> None:
     load abandons it and is then handled as usual: a shutdown never waits for a load.
     Publish a new file by renaming it over KV_DATA_PATH, then `kill -HUP <master>`.
     """
-    served = server.app.callable.extensions[_api.STORE]
+    from kv_app import api, app, metrics
+
+    served = server.app.callable.extensions[api.STORE]
     previous = {sig: signal.signal(sig, _interrupt) for sig in _STOP_SIGNALS}
     store = None
     try:
-        opened = _app.open_store(_config.resolve())
+        opened = app.open_store(_config.resolve())
         _refuse_changed(served, opened)
         store = opened
     except _Interrupted as e:
         server.log.warning("reload abandoned: %s arrived", signal.Signals(e.signum).name)
         server.signal(e.signum, None)  # gunicorn handles it once this returns
-        _metrics.RELOADS.labels("abandoned").inc()
+        metrics.RELOADS.labels("abandoned").inc()
     except (_LoadError, _config.ConfigError) as e:
         server.log.error("reload refused, still serving the data loaded before: %s", e)
-        _metrics.RELOADS.labels("refused").inc()
+        metrics.RELOADS.labels("refused").inc()
     except Exception:  # MemoryError, a bug: the server must live on with its data
         server.log.exception("reload failed, still serving the data loaded before")
-        _metrics.RELOADS.labels("failed").inc()
+        metrics.RELOADS.labels("failed").inc()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -438,15 +465,17 @@ def _reload(server, gunicorn_reload) -> None:
 
 def on_reload(server):
     """Swap in the store _reload loaded, before gunicorn forks the new workers."""
+    from kv_app import app, metrics
+
     store = server.__dict__.pop("kv_reloaded", None)
     if store is None:  # a reload that did not come through _reload: nothing was loaded
         return
-    _app.set_store(server.app.callable, store)
+    app.set_store(server.app.callable, store)
     version, pairs = store.version, len(store)
     del store
     _release_memory()
     server.log.info("reload done: serving version %s, %s pairs", version, f"{pairs:,}")
-    _metrics.RELOADS.labels("succeeded").inc()
+    metrics.RELOADS.labels("succeeded").inc()
 
 
 def _refuse_changed(served, opened) -> None:
@@ -483,6 +512,8 @@ def post_request(worker, req, environ, resp):
     connection keeps the worker and the others wait: p99 went from 160-330 ms to 10-20 ms
     at 32-64 connections, for about 10 us a request (scripts/bench_workers.sh).
     """
-    _bodies.unbound(req)
+    from kv_app import bodies
+
+    bodies.unbound(req)
     if type(worker).__module__ == "gunicorn.workers.ggevent":  # whatever set the class
         gevent.idle()

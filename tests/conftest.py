@@ -210,11 +210,7 @@ class Server:
             str(self.port),
             *args,
         ]
-        full_env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("KV_") and k != "PROMETHEUS_MULTIPROC_DIR"
-        }
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("KV_")}
         full_env.update(env or {})
         # Output goes to a file, not a pipe: a full pipe would block a chatty server.
         self.output = tempfile.TemporaryFile("w+", encoding="utf-8")

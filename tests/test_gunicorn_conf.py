@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 from types import SimpleNamespace
 
@@ -146,3 +149,32 @@ def test_one_log_format_and_one_level(start_server, data_file):
     )
     quiet = start_server(data_file, "--log-level", "warning")
     assert "loaded 2,000 pairs" not in quiet.log() and "Booting worker" not in quiet.log()
+
+
+def test_importing_the_settings_only_reads_them(tmp_path):
+    """Importing kv_app.gunicorn_conf (as gunicorn, a test or a user's own config does)
+    changes nothing in the process: it once made a directory, set PROMETHEUS_MULTIPROC_DIR
+    (inherited by every server a test started), caught SIGHUP and rewired logging. That
+    happens in the master's set-up, which gunicorn runs before loading the app."""
+    probe = """
+import logging, os, signal, sys
+before = (dict(os.environ), signal.getsignal(signal.SIGHUP),
+          list(logging.getLogger("kv_app").handlers), set(os.listdir(sys.argv[1])))
+import kv_app.gunicorn_conf as conf
+after = (dict(os.environ), signal.getsignal(signal.SIGHUP),
+         list(logging.getLogger("kv_app").handlers), set(os.listdir(sys.argv[1])))
+assert before == after, (before, after)
+assert "prometheus_client" not in sys.modules
+conf._set_up_master()  # what gunicorn's first call, the logger's setup, runs
+assert os.environ["PROMETHEUS_MULTIPROC_DIR"].startswith(sys.argv[1]), os.environ
+assert signal.getsignal(signal.SIGHUP) not in (signal.SIG_DFL, before[1])
+assert logging.getLogger("kv_app").handlers
+conf.on_exit(None)
+assert set(os.listdir(sys.argv[1])) == before[3]
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KV_")}
+    env.update(TMPDIR=str(tmp_path), PROMETHEUS_MULTIPROC_DIR="/inherited")
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
