@@ -297,24 +297,31 @@ def get_items() -> Response:
     if foreign:
         raise Misdirected(foreign)
     values = served.get_many(keys)
-    size = sum(len(v) for v in values if v is not None)
+    body, found = batch_body(keys, values)
+    metrics.batch(len(keys))
+    metrics.lookups(found, len(keys) - found)
+    etag = batch_etag(current_app.extensions[HTTP]["version"], keys)
+    return Response(body, content_type=JSON, headers=data_headers(etag))
+
+
+def batch_body(keys: list[str], values: list[str | None]) -> tuple[bytes, int]:
+    """The JSON answer to a batch (the values found, the ids missing) and how many were
+    found; 413 when it would hold more than MAX_ANSWER_CHARS characters of values."""
+    items = {key: value for key, value in zip(keys, values, strict=True) if value is not None}
+    size = sum(map(len, items.values()))
     if size > MAX_ANSWER_CHARS:
         raise RequestEntityTooLarge(
             f"the answer would hold {size:,} characters of values, over the "
             f"{MAX_ANSWER_CHARS:,} one answer may hold: ask for fewer ids per request"
         )
-    items, missing = {}, []
-    for key, value in zip(keys, values, strict=True):
-        if value is None:
-            missing.append(key)
-        else:
-            items[key] = value
-    metrics.batch(len(keys))
-    metrics.lookups(len(items), len(missing))
-    body = orjson.dumps({"items": items, "missing": missing})
+    missing = [key for key in keys if key not in items] if len(items) < len(keys) else []
+    return orjson.dumps({"items": items, "missing": missing}), len(items)
+
+
+def batch_etag(version: str, keys: list[str]) -> str:
+    """A batch answer's ETag: the data's version and the ids asked, in order."""
     asked = hashlib.blake2b("\n".join(keys).encode(), digest_size=8).hexdigest()
-    etag = f'"{current_app.extensions[HTTP]["version"]}-batch-{asked}"'
-    return Response(body, content_type=JSON, headers=data_headers(etag))
+    return f'"{version}-batch-{asked}"'
 
 
 @bp.get("/healthz")

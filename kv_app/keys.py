@@ -24,23 +24,35 @@ def canonical_key(text: object) -> str | None:
     return None
 
 
-_LINES_OF_KEYS = re.compile(f"(?:{KEY_PATTERN}\n)*")
+_KEY_CHARS = b"0123456789abcdefABCDEF-\n"
 
 
 def canonical_keys(texts: list) -> list[str] | None:
-    """The canonical form of each text if every one is a key, else None: one regex pass
-    over them all (a batch of 1000 in a few tens of microseconds, not one call each)."""
-    if not all(type(t) is str for t in texts):
-        return None
+    """The canonical form of each text if every one is a key, else None: a few passes
+    over them all joined (a batch of 1000 in about 50 microseconds, not one call each)."""
     if not texts:
         return []
-    joined = "\n".join(texts) + "\n"
-    if _LINES_OF_KEYS.fullmatch(joined) is None:
+    try:
+        joined = "\n".join(texts) + "\n"
+    except TypeError:  # not all strings
+        return None
+    n = len(texts)
+    if len(joined) != n * (KEY_LEN + 1) or not joined.isascii():
+        return None
+    raw = joined.encode("ascii")
+    # Only hex digits, dashes and newlines; exactly 4 dashes and one newline per key, at
+    # their columns of every 37-byte row: so every other column holds a hex digit.
+    if raw.translate(None, _KEY_CHARS) or raw.count(b"-") != 4 * n or raw.count(b"\n") != n:
+        return None
+    row = KEY_LEN + 1
+    for column in DASH_COLUMNS:
+        if raw[column::row] != b"-" * n:
+            return None
+    if raw[KEY_LEN::row] != b"\n" * n:
         return None
     keys = joined.lower().split("\n")
     keys.pop()
-    # A text holding a "\n" would have been split in two: then the counts differ.
-    return keys if len(keys) == len(texts) else None
+    return keys
 
 
 def key_bytes(key: str) -> bytes:

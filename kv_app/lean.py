@@ -1,17 +1,20 @@
 """The lean path: a WSGI layer in front of Flask (as Flask documents for middleware) that
-answers the hot case of `GET /items/<id>` itself, with headers computed once per data
-version, and hands every other request to the app unchanged.
+answers the hot cases of `GET /items/<id>` and `POST /items/batch` itself, with headers
+computed once per data version, and hands every other request to the app unchanged.
 
-It answers only what it can answer exactly as the blueprint would: a GET or HEAD of an
-id (either case) that is there, asking for JSON (no Accept, `*/*` or application/json),
-without If-None-Match. Anything else (a missing or malformed id, text, a conditional
-request, another shard's id, a store that cannot answer, any other route) goes to Flask,
-which stays the documented route and the source of the spec. tests/test_lean.py sends the
-same random requests to both and compares status, headers and body.
+It answers only what it can answer exactly as the blueprint would, asking for JSON (no
+Accept, `*/*` or application/json): a GET or HEAD of an id (either case) that is there,
+without If-None-Match; a batch with a Content-Length within the limit, whose ids are all
+this store's and whose answer is a 200. Anything else (a missing or malformed id, text, a
+conditional request, another shard's id, a bad body, a store that cannot answer, any
+other route) goes to Flask, which stays the documented route and the source of the spec;
+a batch's body, once read, is handed on as it was read. tests/test_lean.py sends the same
+random requests to both and compares status, headers and body.
 """
 
 from __future__ import annotations
 
+import io
 import re
 import time
 import uuid
@@ -19,13 +22,14 @@ from dataclasses import dataclass
 
 import orjson
 
-from kv_app import metrics
+from kv_app import api, metrics
 from kv_app.keys import KEY_LEN, canonical_key
 from kv_app.stores import StoreUnavailable
 
 _PREFIX = "/items/"
 _JSON_ACCEPTS = frozenset((None, "*/*", "application/json"))
-_ROUTE = "/items/<item_id:item_id>"  # the blueprint's rule, for the metrics' label
+_ROUTE = "/items/<item_id:item_id>"  # the blueprint's rules, for the metrics' label
+_BATCH = "/items/batch"
 # A client's X-Request-ID is echoed when it is a sane token (deploy/nginx-cache.conf: the
 # same), else a new one is made.
 REQUEST_ID = re.compile(r"[A-Za-z0-9_.:@/+=-]{1,128}")
@@ -58,22 +62,75 @@ class LeanPath:
     def __call__(self, environ, start_response):
         method = environ["REQUEST_METHOD"]
         path = environ.get("PATH_INFO", "")
-        if (
-            (method == "GET" or method == "HEAD")
-            and len(path) == len(_PREFIX) + KEY_LEN
-            and path.startswith(_PREFIX)
-            and environ.get("HTTP_ACCEPT") in _JSON_ACCEPTS
-            and "HTTP_IF_NONE_MATCH" not in environ
-        ):
-            try:
-                answer = self.answer(environ, path[len(_PREFIX) :], method == "HEAD")
-            except Exception:  # a bug, a store error: Flask answers it in the error shape
-                answer = None
-            if answer is not None:
-                headers, body = answer
-                start_response("200 OK", headers)
-                return body
+        answer = None
+        if environ.get("HTTP_ACCEPT") in _JSON_ACCEPTS:
+            if (
+                (method == "GET" or method == "HEAD")
+                and len(path) == len(_PREFIX) + KEY_LEN
+                and path.startswith(_PREFIX)
+                and "HTTP_IF_NONE_MATCH" not in environ
+            ):
+                try:
+                    answer = self.answer(environ, path[len(_PREFIX) :], method == "HEAD")
+                except Exception:  # a bug, a store error: Flask answers it in the error shape
+                    answer = None
+            elif method == "POST" and path == _BATCH:
+                answer = self.batch(environ)
+        if answer is not None:
+            headers, body = answer
+            start_response("200 OK", headers)
+            return body
         return self.wsgi_app(environ, start_response)
+
+    def batch(self, environ):
+        """(headers, body) of a batch's 200 answer, or None: Flask answers, reading the
+        body as it was read here."""
+        length = environ.get("CONTENT_LENGTH") or ""
+        if (
+            not length.isdigit()
+            or "HTTP_TRANSFER_ENCODING" in environ
+            or int(length) > self.app.config["MAX_CONTENT_LENGTH"]
+        ):
+            return None
+        started = time.perf_counter()
+        try:
+            body = environ["wsgi.input"].read(int(length))
+        except Exception as e:  # a body timeout, too many bodies, a lost client
+            environ["wsgi.input"] = _Failing(e)
+            return None
+        try:
+            answer = self.batch_answer(environ, body, started)
+        except Exception:  # a bad body, too large an answer, a store error
+            answer = None
+        if answer is None:
+            environ["wsgi.input"] = io.BytesIO(body)
+        return answer
+
+    def batch_answer(self, environ, body: bytes, started: float):
+        keys = api.batch_ids(body, self.app.config["MAX_BATCH"])
+        served = self.app.extensions[SERVED]
+        store = served.store
+        if not all(map(store.owns, keys)):
+            return None
+        found_body, found = api.batch_body(keys, store.get_many(keys))
+        rid = environ["kv.request_id"] = request_id(environ.get("HTTP_X_REQUEST_ID"))
+        vary, version, cache, modified, nosniff = served.found_headers
+        headers = [
+            vary,
+            version,
+            ("ETag", api.batch_etag(served.version, keys)),
+            cache,
+            modified,
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(found_body))),
+            nosniff,
+            ("X-Request-ID", rid),
+        ]
+        if served.metrics:
+            metrics.batch(len(keys))
+            metrics.lookups(found, len(keys) - found)
+            metrics.counted("POST", _BATCH, 200, started)
+        return headers, [found_body]
 
     def answer(self, environ, item_id: str, head: bool):
         """(headers, body) of the item's 200 answer, or None: Flask answers."""
@@ -109,3 +166,16 @@ class LeanPath:
             metrics.lookups(1, 0)
             metrics.counted(environ["REQUEST_METHOD"], _ROUTE, 200, started)
         return headers, [] if head else [body]
+
+
+class _Failing:
+    """A request body whose reading failed on the lean path: Flask's read fails the same
+    way, and answers as it would have (408, 503, ...)."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def read(self, *args):
+        raise self.error
+
+    readline = read

@@ -4,12 +4,14 @@ headers and body must be the same, byte for byte (a new request id aside)."""
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import TRICKY
 from kv_app import metrics
+from kv_app.api import BodyRefused, BodyTimedOut
 from kv_app.app import create_app
 
 KEYS = sorted(TRICKY)
@@ -127,3 +129,99 @@ def test_a_store_error_on_the_lean_path_is_answered_by_flask(tricky_file_once):
     client = create_app({"DATA_PATH": "unused"}, store=Broken()).test_client()
     r = client.get(f"/items/{KEYS[0]}")
     assert r.status_code == 500 and r.get_json()["error"] == "Internal Server Error"
+
+
+def batch_bodies():
+    """Batch bodies: good ids in any case (repeated, missing, too many), bad ids, and
+    bodies that are not the batch shape at all."""
+    some_ids = st.lists(ids(), max_size=6)
+    return st.one_of(
+        some_ids.map(lambda i: orjson.dumps({"ids": i})),
+        st.lists(st.sampled_from([*KEYS, MISSING]), max_size=1001).map(
+            lambda i: orjson.dumps({"ids": i})
+        ),
+        st.just(b'{"ids": []}'),
+        st.just(b'{"ids": "' + KEYS[0].encode() + b'"}'),
+        st.just(b'{"ids": [1, 2]}'),
+        st.just(b'{"ids": [], "more": 1}'),
+        st.just(b"[]"),
+        st.just(b""),
+        st.binary(max_size=40),
+    )
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    kind=st.sampled_from(["dict", "compact", "snapshot"]),
+    body=batch_bodies(),
+    accept=st.sampled_from(ACCEPTS),
+    rid=st.sampled_from(REQUEST_IDS),
+    content_type=st.sampled_from(["application/json", "text/plain", None]),
+)
+def test_the_lean_batch_answers_as_the_blueprint(apps, kind, body, accept, rid, content_type):
+    lean, plain = apps[kind]
+    headers = {}
+    if accept is not None:
+        headers["Accept"] = accept
+    if rid is not None:
+        headers["X-Request-ID"] = rid
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    first, second = (
+        client.post("/items/batch", data=body, headers=headers) for client in (lean, plain)
+    )
+    assert first.status == second.status
+    assert first.get_data() == second.get_data()
+    given = rid is not None and rid == first.headers.get("X-Request-ID")
+    strip = () if given else ("X-Request-ID",)
+    assert [h for h in first.headers.items() if h[0] not in strip] == [
+        h for h in second.headers.items() if h[0] not in strip
+    ]
+
+
+class Unreadable:
+    """A request body whose reading fails as the server's body reader fails."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def read(self, *args):
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error", [BodyTimedOut("request body not received within 10 s"), BodyRefused("busy")]
+)
+def test_a_batch_body_that_cannot_be_read_is_answered_by_flask(apps, error):
+    """The lean path reads the body first: when that fails, Flask answers as it would
+    have (408, 503), not the lean path with a 500."""
+    answers = [
+        client.post(
+            "/items/batch",
+            headers={"Content-Length": "100", "Content-Type": "application/json"},
+            environ_overrides={"wsgi.input": Unreadable(error), "wsgi.input_terminated": True},
+        )
+        for client in apps["dict"]
+    ]
+    assert answers[0].status_code in (408, 503)
+    assert answers[0].status == answers[1].status
+    assert answers[0].get_json() == answers[1].get_json()
+
+
+def test_the_lean_batch_counts_what_flask_counts(apps):
+    lean, _ = apps["dict"]
+    route = ("POST", "/items/batch", "200")
+    before = (
+        metrics.LOOKUPS.labels("found")._value.get(),
+        metrics.LOOKUPS.labels("missing")._value.get(),
+        metrics.REQUESTS.labels(*route)._value.get(),
+    )
+    r = lean.post("/items/batch", json={"ids": [KEYS[0], KEYS[1].upper(), MISSING]})
+    assert r.status_code == 200 and r.get_json()["missing"] == [MISSING]
+    assert (
+        metrics.LOOKUPS.labels("found")._value.get(),
+        metrics.LOOKUPS.labels("missing")._value.get(),
+        metrics.REQUESTS.labels(*route)._value.get(),
+    ) == (before[0] + 2, before[1] + 1, before[2] + 1)

@@ -33,8 +33,11 @@ class DictStore(LoadedFromText, Mapping[str, str]):
 
     def get_many(self, keys: Sequence[str]) -> list[str | None]:
         """The value of each key, None where missing."""
-        get = self.get
-        return [get(key) for key in keys]
+        values = list(map(self._data.get, keys))  # canonical keys: each found or not, once
+        if None in values:  # a key not found may be one in upper case
+            get = self.get
+            values = [get(k) if v is None else v for k, v in zip(keys, values, strict=True)]
+        return values
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._data)
