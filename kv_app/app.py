@@ -101,6 +101,7 @@ def set_store(app: Flask, store: Store) -> None:
             ("X-Content-Type-Options", "nosniff"),
         ),
         app.config["METRICS"],
+        bool(store.describe().get("shard")),
     )
     docs.show_example(app, store.example_key())
     metrics.set_data(store)
