@@ -15,9 +15,10 @@ How it serves, next to kv_app/gunicorn_conf.py:
   replace the workers one by one (each new one forked from the reloaded process) while
   the old ones finish what they serve. A failed load is logged and changes nothing.
 - Every worker accepts from one listening socket made before the fork, as under
-  gunicorn. (granian 2.8 on Linux gives each worker its own SO_REUSEPORT socket; a
-  worker stopped by a reload then resets the connections queued on its socket unless
-  net.ipv4.tcp_migrate_req is 1.)
+  gunicorn. (granian 2.8 on Linux gives each worker its own listening socket and warns
+  that connections queued on a replaced worker's may be reset unless
+  net.ipv4.tcp_migrate_req is 1.) A worker being replaced answers with Connection:
+  close (Retiring), so no idle keep-alive connection breaks when it stops.
 - Metrics: prometheus_client's multiprocess mode, as under gunicorn; a replaced worker's
   live gauges are dropped.
 - Access log (KV_ACCESS_LOG=1): the same JSON object per request on stdout.
@@ -51,7 +52,8 @@ UNSUPPORTED = {
 NOT_OFFERED = (
     "request line/header limits (1024-byte line, 50 headers) and JSON answers to "
     "unparseable requests (granian answers those itself)",
-    "a deadline for request bodies (granian reads a body before the app runs)",
+    "a deadline for request bodies and closing connections whose body the app will not "
+    "read (gunicorn hooks with no granian equivalent)",
     "backoff of crashing workers (granian respawns at once and exits after two crashes "
     "of a worker within 5.5 s)",
 )

@@ -180,6 +180,17 @@ def test_sighup_switches_to_the_new_file_with_no_failed_request(start_server, tm
     assert not pid_file.exists()
 
 
+def test_a_snapshot_is_opened_in_each_worker(start_server, data_file, data, servable):
+    """An LMDB environment must not cross a fork: each worker opens its own."""
+    server = start_server(servable(data_file, "snapshot"), *GRANIAN)
+    keys = list(data)[:200]
+    with requests.Session() as s:
+        for key in keys:
+            r = s.get(f"{server.url}/items/{key}", timeout=10, headers={"Connection": "close"})
+            assert r.json()["value"] == data[key]
+    assert "could not open its store" not in server.log()
+
+
 def test_a_bad_data_file_stops_start_up_with_one_line(start_server, tmp_path):
     path = tmp_path / "bad.data"
     path.write_text("8a35eb59-62b3-481c-8875-1f248df4c952 ok\nnot a pair\n")
