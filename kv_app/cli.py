@@ -68,6 +68,7 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("data_file", envvar="KV_DATA_PATH")
+@_option("SERVER")
 @_option("HOST")
 @_option("PORT")
 @_option("WORKERS")
@@ -85,15 +86,22 @@ def cli() -> None:
 @_option("LOG_LEVEL")
 @_option("PID_FILE")
 def serve(data_file: str, **settings) -> None:
-    """Serve DATA_FILE over HTTP with gunicorn (settings: kv_app/gunicorn_conf.py)."""
+    """Serve DATA_FILE over HTTP with gunicorn (settings: kv_app/gunicorn_conf.py), or
+    with --server granian (kv_app/granian_server.py)."""
+    command = gunicorn_command()
+    if (settings["server"] or config.DEFAULTS["SERVER"]) == "granian":
+        from kv_app import granian_server
+
+        if not granian_server.installed():
+            raise click.ClickException(granian_server.INSTALL_HINT)
+        command = granian_server.command()
     env = dict(os.environ)
     env["KV_DATA_PATH"] = os.path.abspath(data_file)
     for name, value in settings.items():
         if value is not None:
             setting = config.BY_NAME[name.upper()]
             env[setting.env] = str(int(value) if isinstance(value, bool) else value)
-    command = gunicorn_command()
-    os.execve(command[0], command, env)  # gunicorn becomes this process: signals reach it
+    os.execve(command[0], command, env)  # the server becomes this process: signals reach it
 
 
 @cli.command()

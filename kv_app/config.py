@@ -135,7 +135,17 @@ SETTINGS: tuple[Setting, ...] = (
         0,
         31_536_000,
     ),
-    # Read by kv_app/gunicorn_conf.py.
+    # Read by kv-app serve: which server runs the app.
+    Setting(
+        "SERVER",
+        "gunicorn",
+        "HTTP server: gunicorn (every setting below) or granian (opt-in: less CPU per "
+        "request; needs pip install 'kv-app[granian]'; says at start-up which settings "
+        "it cannot offer).",
+        choices=("gunicorn", "granian"),
+    ),
+    # Read by kv_app/gunicorn_conf.py (and kv_app/granian_server.py, where granian has
+    # an equivalent).
     Setting("HOST", "127.0.0.1", "Address to listen on (the Docker image sets 0.0.0.0)."),
     Setting("PORT", 8123, "TCP port to listen on.", int, (), 1, 65535),
     Setting("WORKERS", 2, "Worker processes (about one per core).", int, (), 1, 64),
