@@ -26,9 +26,6 @@ How it serves, next to kv_app/gunicorn_conf.py:
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import gc
 import importlib.util
 import logging
 import logging.config
@@ -38,10 +35,11 @@ import shutil
 import signal
 import socket
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+from kv_app import reloading
 
 # Settings granian has no equivalent for, and what it does instead: said at start-up.
 UNSUPPORTED = {
@@ -68,7 +66,6 @@ BACKLOG = 2048
 # gunicorn's log line format, so the server log looks the same under either server.
 LOG_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(message)s"
 LOG_DATEFMT = "[%Y-%m-%d %H:%M:%S %z]"
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
 log = logging.getLogger("kv_app")
 access_log = logging.getLogger("kv_app.access")
@@ -82,23 +79,6 @@ def installed() -> bool:
 def command() -> list[str]:
     """The command line that runs kv_app on granian (what `kv-app serve` execs)."""
     return [sys.executable, "-m", "kv_app.granian_server"]
-
-
-def _metrics_dir() -> tuple[str, bool]:
-    """Point prometheus_client's multiprocess mode at KV_METRICS_DIR (emptied of old
-    files) or a new temporary directory; (the directory, whether this start made it).
-    Must run before prometheus_client is first imported."""
-    given = os.environ.get("KV_METRICS_DIR")
-    if not given:
-        path = tempfile.mkdtemp(prefix="kv-app-metrics-")
-    else:
-        path = given
-        os.makedirs(path, exist_ok=True)
-        for name in os.listdir(path):
-            if name.endswith(".db"):
-                os.unlink(os.path.join(path, name))
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
-    return path, not given
 
 
 def _logging_config(level: str, access: bool) -> dict:
@@ -209,29 +189,6 @@ def _orjson():
     return orjson
 
 
-def _release_memory() -> None:
-    """Give a replaced store's memory back to the system now (as gunicorn_conf does)."""
-    gc.collect()
-    libc = ctypes.util.find_library("c")
-    if libc:
-        try:
-            ctypes.CDLL(libc).malloc_trim(0)
-        except (OSError, AttributeError):
-            pass
-
-
-class _Interrupted(BaseException):
-    """A stop signal arrived while a reload was loading."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _interrupt(signum, frame):
-    raise _Interrupted(signum)
-
-
 def main() -> None:
     """Load the data, then serve it on granian until SIGTERM/SIGINT/SIGQUIT."""
     # A SIGHUP while the data loads would otherwise kill the process (its default
@@ -245,11 +202,10 @@ def main() -> None:
     except ImportError:
         print(f"kv-app: {INSTALL_HINT}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
-    metrics_dir, metrics_dir_owned = _metrics_dir()
+    made_metrics_dir = reloading.metrics_dir(os.environ.get("KV_METRICS_DIR"))
     try:
         from kv_app import api, config, metrics
         from kv_app import app as kv_app_module
-        from kv_app.loader import LoadError
 
         try:
             settings = config.resolve()
@@ -333,40 +289,14 @@ def main() -> None:
         def _load_again() -> bool:
             """SIGHUP: load the data again; True once the app serves it (new workers
             will), False if anything failed (the same workers go on with the old data)."""
-            previous = {sig: signal.signal(sig, _interrupt) for sig in _STOP_SIGNALS}
-            try:
-                store = kv_app_module.open_store(config.resolve())
-                served = flask_app.extensions[api.STORE]
-                if (
-                    getattr(served, "directory", None) is not None
-                    and getattr(store, "directory", None) == served.directory
-                    and store.identity != served.identity
-                ):
-                    store.close()
-                    raise LoadError(served.changed() or f"{served.directory}: its data changed")
-                del served
-            except _Interrupted as e:
-                log.warning("reload abandoned: %s arrived", signal.Signals(e.signum).name)
-                server.signal_handler_interrupt()
-                metrics.RELOADS.labels("abandoned").inc()
+            store = reloading.load_again(
+                flask_app.extensions[api.STORE],
+                log,
+                lambda signum: server.signal_handler_interrupt(),
+            )
+            if store is None:
                 return False
-            except (LoadError, config.ConfigError) as e:
-                log.error("reload refused, still serving the data loaded before: %s", e)
-                metrics.RELOADS.labels("refused").inc()
-                return False
-            except Exception:  # MemoryError, a bug: serve on with the data there is
-                log.exception("reload failed, still serving the data loaded before")
-                metrics.RELOADS.labels("failed").inc()
-                return False
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-            kv_app_module.set_store(flask_app, store)
-            version, pairs = store.version, len(store)
-            del store
-            _release_memory()
-            log.info("reload done: serving version %s, %s pairs", version, f"{pairs:,}")
-            metrics.RELOADS.labels("succeeded").inc()
+            reloading.swap(flask_app, store, log)
             return True
 
         server = KVGranian(
@@ -388,8 +318,8 @@ def main() -> None:
         )
         server.serve(target_loader=worker_app, wrap_loader=False)
     finally:
-        if metrics_dir_owned:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+        if made_metrics_dir:
+            shutil.rmtree(made_metrics_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -8,15 +8,11 @@ have private names.
 """
 
 import collections
-import ctypes
-import ctypes.util
-import gc
 import logging
 import os
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 
@@ -26,7 +22,7 @@ from gunicorn import util as _gunicorn_util
 from gunicorn.glogging import Logger as _GunicornLogger
 
 from kv_app import config as _config
-from kv_app.loader import LoadError as _LoadError
+from kv_app import reloading as _reloading
 
 # Importing this module only reads the settings: the process is set up by the logger's
 # setup (_JsonAccessLogger, below), gunicorn's first call into these settings, made in
@@ -185,11 +181,8 @@ def _set_up_master() -> None:
     - A SIGHUP while the data loads, before gunicorn installs its handlers, would kill
       the server with an empty log (the default action). Until then it is remembered,
       and honoured once the server is up (when_ready).
-    - Metrics across workers: prometheus_client's multiprocess mode reads
-      PROMETHEUS_MULTIPROC_DIR when it is first imported (through kv_app's app, after
-      this). KV_METRICS_DIR, emptied on start (another server's or an earlier run's
-      files would add up), or else a fresh directory for each start, removed on exit;
-      never one inherited from a parent process.
+    - Metrics across workers: KV_METRICS_DIR or a fresh directory for each start,
+      removed on exit (_reloading.metrics_dir).
     - kv_app's own log lines in gunicorn's format and level.
     """
     global _is_set_up, _made_metrics_dir
@@ -197,15 +190,7 @@ def _set_up_master() -> None:
         return
     _is_set_up = True
     signal.signal(signal.SIGHUP, lambda signum, frame: _EARLY_HUP.append(time.time()))
-    directory = _kv["METRICS_DIR"]
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-        for name in os.listdir(directory):
-            if name.endswith(".db"):
-                os.unlink(os.path.join(directory, name))
-    else:
-        directory = _made_metrics_dir = tempfile.mkdtemp(prefix="kv-app-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    _made_metrics_dir = _reloading.metrics_dir(_kv["METRICS_DIR"])
     _log_like_gunicorn(_kv["LOG_LEVEL"])
 
 
@@ -218,7 +203,7 @@ def on_starting(server):
         server.log.warning("%s", warning)
 
 
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+_STOP_SIGNALS = _reloading.STOP_SIGNALS
 
 
 def when_ready(server):
@@ -402,18 +387,6 @@ def _body_slots() -> int | None:
     return None
 
 
-class _Interrupted(BaseException):
-    """A stop signal arrived while a reload was loading."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _interrupt(signum, frame):
-    raise _Interrupted(signum)
-
-
 def _reload(server, gunicorn_reload) -> None:
     """SIGHUP: load the data again, in the master, and only if that succeeds let gunicorn
     reload (re-read its settings, fork new workers that serve the new data, stop the old
@@ -426,28 +399,11 @@ def _reload(server, gunicorn_reload) -> None:
     load abandons it and is then handled as usual: a shutdown never waits for a load.
     Publish a new file by renaming it over KV_DATA_PATH, then `kill -HUP <master>`.
     """
-    from kv_app import api, app, metrics
+    from kv_app import api
 
     served = server.app.callable.extensions[api.STORE]
-    previous = {sig: signal.signal(sig, _interrupt) for sig in _STOP_SIGNALS}
-    store = None
-    try:
-        opened = app.open_store(_config.resolve())
-        _refuse_changed(served, opened)
-        store = opened
-    except _Interrupted as e:
-        server.log.warning("reload abandoned: %s arrived", signal.Signals(e.signum).name)
-        server.signal(e.signum, None)  # gunicorn handles it once this returns
-        metrics.RELOADS.labels("abandoned").inc()
-    except (_LoadError, _config.ConfigError) as e:
-        server.log.error("reload refused, still serving the data loaded before: %s", e)
-        metrics.RELOADS.labels("refused").inc()
-    except Exception:  # MemoryError, a bug: the server must live on with its data
-        server.log.exception("reload failed, still serving the data loaded before")
-        metrics.RELOADS.labels("failed").inc()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    # A stop signal during the load: gunicorn handles it once this returns.
+    store = _reloading.load_again(served, server.log, lambda signum: server.signal(signum, None))
     changed = getattr(served, "changed", lambda: None)()
     del served  # the old store's last reference here: freed by on_reload, not later
     if store is None:
@@ -456,7 +412,7 @@ def _reload(server, gunicorn_reload) -> None:
         server.log.reopen_files()  # what a SIGHUP also asks of gunicorn
         return
     server.kv_reloaded = store
-    del store, opened
+    del store
     try:
         gunicorn_reload()  # calls on_reload, then forks the new workers
     finally:
@@ -465,42 +421,10 @@ def _reload(server, gunicorn_reload) -> None:
 
 def on_reload(server):
     """Swap in the store _reload loaded, before gunicorn forks the new workers."""
-    from kv_app import app, metrics
-
     store = server.__dict__.pop("kv_reloaded", None)
     if store is None:  # a reload that did not come through _reload: nothing was loaded
         return
-    app.set_store(server.app.callable, store)
-    version, pairs = store.version, len(store)
-    del store
-    _release_memory()
-    server.log.info("reload done: serving version %s, %s pairs", version, f"{pairs:,}")
-    metrics.RELOADS.labels("succeeded").inc()
-
-
-def _refuse_changed(served, opened) -> None:
-    """A reload that finds the snapshot it serves with other files (copied over in place)
-    is refused: the same version must never answer with other data."""
-    same = getattr(served, "directory", None) is not None and getattr(
-        opened, "directory", None
-    ) == getattr(served, "directory", None)
-    if same and opened.identity != served.identity:
-        opened.close()
-        raise _LoadError(
-            served.changed() or f"{served.directory}: its data file changed since it was opened"
-        )
-
-
-def _release_memory() -> None:
-    """Give the old store's memory back to the system at once, not at some later
-    collection: the master should hold one copy of the data, not two."""
-    gc.collect()
-    libc = ctypes.util.find_library("c")
-    if libc:
-        try:
-            ctypes.CDLL(libc).malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc: nothing to trim
-            pass
+    _reloading.swap(server.app.callable, store, server.log)
 
 
 def post_request(worker, req, environ, resp):

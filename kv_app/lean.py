@@ -114,19 +114,7 @@ class LeanPath:
         if served.sharded and not all(map(store.owns, keys)):
             return None
         found_body, found = api.batch_body(keys, store.get_many(keys))
-        rid = environ["kv.request_id"] = request_id(environ.get("HTTP_X_REQUEST_ID"))
-        vary, version, cache, modified, nosniff = served.found_headers
-        headers = [
-            vary,
-            version,
-            ("ETag", api.batch_etag(served.version, keys)),
-            cache,
-            modified,
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(found_body))),
-            nosniff,
-            ("X-Request-ID", rid),
-        ]
+        headers = _headers(environ, served, api.batch_etag(served.version, keys), found_body)
         if served.metrics:
             metrics.batch(len(keys))
             metrics.lookups(found, len(keys) - found)
@@ -149,24 +137,30 @@ class LeanPath:
             return None
         if value is None:
             return None
-        rid = environ["kv.request_id"] = request_id(environ.get("HTTP_X_REQUEST_ID"))
         body = orjson.dumps({"id": key, "value": value})
-        vary, version, cache, modified, nosniff = served.found_headers
-        headers = [  # as Flask orders them: those given, its own, then after_request's
-            vary,
-            version,
-            ("ETag", f'"{served.version}-{key}-j"'),
-            cache,
-            modified,
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(body))),
-            nosniff,
-            ("X-Request-ID", rid),
-        ]
+        headers = _headers(environ, served, f'"{served.version}-{key}-j"', body)
         if served.metrics:
             metrics.lookups(1, 0)
             metrics.counted(environ["REQUEST_METHOD"], _ROUTE, 200, started)
         return headers, [] if head else [body]
+
+
+def _headers(environ, served: Served, etag: str, body: bytes) -> list[tuple[str, str]]:
+    """A found answer's headers, as Flask orders them: those the view gives, Flask's own,
+    then after_request's; the request's id is set for the access log."""
+    rid = environ["kv.request_id"] = request_id(environ.get("HTTP_X_REQUEST_ID"))
+    vary, version, cache, modified, nosniff = served.found_headers
+    return [
+        vary,
+        version,
+        ("ETag", etag),
+        cache,
+        modified,
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+        nosniff,
+        ("X-Request-ID", rid),
+    ]
 
 
 class _Failing:

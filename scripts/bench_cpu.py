@@ -34,7 +34,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench import Nginx, Server, data_files, free_port, snapshot_of, wrk  # noqa: E402
+from bench import Nginx, Server, children, data_files, free_port, snapshot_of, wrk  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -64,10 +64,12 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def tree(pid: int) -> list[int]:
-    """pid and its children (a master and its workers)."""
-    from bench import children
-
-    return [pid, *children(pid)]
+    """pid and every process descending from it (a master and its workers)."""
+    found, parents = [pid], [pid]
+    while parents:
+        parents = [c for p in parents for c in children(p)]
+        found += parents
+    return found
 
 
 def measure(server, keys: Path, connections: int, duration: float, batch: int = 0) -> dict:

@@ -27,9 +27,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench import children, data_files, free_port, wrk  # noqa: E402 (a script beside this one)
+from bench import children, data_files, free_port, wrk  # noqa: E402 (scripts beside this one)
+from bench_cpu import cpu_seconds, tree  # noqa: E402
 
-TICK = os.sysconf("SC_CLK_TCK")
 KV_APP = str(Path(sys.executable).with_name("kv-app"))
 SERVERS = {
     "gunicorn (default: gevent)": (),
@@ -37,27 +37,6 @@ SERVERS = {
     "granian --threads 1": ("--server", "granian", "--threads", "1"),
     "granian --threads 2": ("--server", "granian", "--threads", "2"),
 }
-
-
-def tree(pid: int) -> list[int]:
-    """pid and every process descending from it."""
-    found, parents = [pid], [pid]
-    while parents:
-        parents = [c for p in parents for c in children(p)]
-        found += parents
-    return found
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of these processes (all their threads), seconds."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / TICK
 
 
 class Server:
