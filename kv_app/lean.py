@@ -15,9 +15,10 @@ random requests to both and compares status, headers and body.
 from __future__ import annotations
 
 import io
+import itertools
+import os
 import re
 import time
-import uuid
 from dataclasses import dataclass
 
 import orjson
@@ -48,9 +49,32 @@ class Served:
     sharded: bool  # holds one shard of the keys: each id's owner is checked
 
 
+class _Ids:
+    """New request ids: 32 hex digits, like a uuid4's, but made without a system call or
+    an object each (uuid4 was about 2 us of the 8 of a lookup's app time): 16 random to
+    this process, then a count. Each worker draws its own after the fork."""
+
+    def __init__(self):
+        self.prefix = os.urandom(8).hex()
+        self.count = itertools.count()
+
+
+_ids = _Ids()
+
+
+def _draw_after_fork() -> None:
+    global _ids
+    _ids = _Ids()
+
+
+os.register_at_fork(after_in_child=_draw_after_fork)
+
+
 def request_id(given: str | None) -> str:
     """The request's id: the client's when it is a sane token, else a new one."""
-    return given if given and REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    if given and REQUEST_ID.fullmatch(given):
+        return given
+    return f"{_ids.prefix}{next(_ids.count):016x}"
 
 
 class LeanPath:

@@ -4,6 +4,9 @@ headers and body must be the same, byte for byte (a new request id aside)."""
 
 from __future__ import annotations
 
+import os
+import re
+
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,6 +16,7 @@ from conftest import TRICKY
 from kv_app import metrics
 from kv_app.api import BodyRefused, BodyTimedOut
 from kv_app.app import create_app
+from kv_app.lean import request_id
 
 KEYS = sorted(TRICKY)
 MISSING = "0b7e6bd2-8d4c-4b6a-9c43-2f1a1e6c0aff"
@@ -216,3 +220,24 @@ def test_the_lean_batch_counts_what_flask_counts(apps):
         metrics.LOOKUPS.labels("missing")._value.get(),
         metrics.REQUESTS.labels(*route)._value.get(),
     ) == (before[0] + 2, before[1] + 1, before[2] + 1)
+
+
+def test_request_ids_made_here_are_unique_across_workers():
+    """A request id the app makes is 32 hex digits, never the same twice in a process,
+    nor in a forked worker (each draws its own)."""
+
+    mine = {request_id(None) for _ in range(1000)}
+    assert len(mine) == 1000 and all(re.fullmatch("[0-9a-f]{32}", i) for i in mine)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a worker: its ids, to the parent
+        try:
+            os.write(write, " ".join(request_id(None) for _ in range(1000)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        theirs = set(f.read().split())
+    os.waitpid(pid, 0)
+    assert len(theirs) == 1000 and not theirs & mine
+    assert request_id("given-id") == "given-id"
