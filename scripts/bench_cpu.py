@@ -7,7 +7,8 @@ stack's floor and the machine's ceiling, then batches beside Redis MGET.
 Lookups: wrk with one thread at --connections connections asks random existing ids
 (scripts/wrk/lookup.lua) for --duration seconds, --rounds times, alternated between
 kv_app, the others, a constant Flask app and a bare WSGI callable under the same gunicorn
-settings (scripts/bench_baseline.py), kv_app on granian (when installed), and nginx
+settings (scripts/bench_baseline.py; one sending kv_app's headers and body size as
+constants), kv_app on granian (when installed), and nginx
 answering `return 200` (when installed). Then one connection, for the latency alone.
 CPU is utime + stime of the server's processes during the run (/proc), divided by the
 requests answered; the ratio column divides by the bare WSGI app's.
@@ -206,6 +207,9 @@ def lookups(args, data: Path, keys: Path) -> None:
             servers["kv_app on granian"] = Granian(data, args.workers, args.store)
         servers["flask constant"] = Server(None, args.workers, args.store, baseline="app")
         servers["bare wsgi"] = Server(None, args.workers, args.store, baseline="wsgi")
+        servers["bare wsgi, kv_app's headers"] = Server(
+            None, args.workers, args.store, baseline="wsgi_answer"
+        )
         if shutil.which("nginx"):
             servers["nginx return 200"] = Nginx(NGINX_CONSTANT.format(workers=args.workers))
         runs: dict[str, list[dict]] = {name: [] for name in servers}
