@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from kv_app import lines
-from kv_app.keys import DASH_COLUMNS, DIGIT_COLUMNS, KEY_LEN, canonical_key
+from kv_app.keys import DIGIT_COLUMNS, canonical_key, canonical_keys
 
 # How many shards a snapshot can be split into: each a range of first hex digits.
 SHARD_COUNTS = (1, 2, 4, 8, 16)
@@ -36,25 +36,20 @@ def line_key_halves(buf, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return hi, lo
 
 
-def key_nibbles(keys: Sequence[str]) -> np.ndarray | None:
-    """The (n, 32) hex digit values of keys that are all UUIDs (either case), else None:
-    the vectorised form of canonical_key, for batches."""
-    if not keys or not all(isinstance(k, str) and len(k) == KEY_LEN for k in keys):
+def keys_bytes(keys: Sequence[str]) -> bytes | None:
+    """The 16 bytes of each key (big-endian, a UUID's own byte order), one after the
+    other, if all are UUIDs (either case); else None. The vectorised form of key_bytes,
+    for batches: 1000 keys in about 0.1 ms."""
+    canonical = canonical_keys(list(keys))
+    if canonical is None:
         return None
-    # Every key is 36 characters long (checked one by one: two keys of 35 and 37
-    # characters must not pass as two of 36), so each is one row here; "replace" keeps
-    # one byte per character.
-    rows = np.frombuffer("".join(keys).encode("ascii", "replace"), dtype=np.uint8)
-    rows = rows.reshape(-1, KEY_LEN)
-    nibbles = HEX_VALUE[rows[:, DIGIT_COLUMNS]]
-    if (nibbles == 255).any() or (rows[:, DASH_COLUMNS] != ord("-")).any():
-        return None
-    return nibbles
+    return bytes.fromhex("".join(canonical).replace("-", ""))
 
 
-def key_bytes_many(nibbles: np.ndarray) -> bytes:
-    """The 16 bytes of each key (as key_nibbles gives them), one after the other."""
-    return np.ascontiguousarray((nibbles[:, 0::2] << 4) | nibbles[:, 1::2]).tobytes()
+def halves_of(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """16-byte keys (keys_bytes) -> their high and low 64-bit halves."""
+    halves = np.frombuffer(raw, dtype=">u8").reshape(-1, 2)
+    return halves[:, 0].astype(np.uint64), halves[:, 1].astype(np.uint64)
 
 
 def pack_halves(nibbles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -13,8 +13,8 @@ answering `return 200` (when installed). Then one connection, for the latency al
 CPU is utime + stime of the server's processes during the run (/proc), divided by the
 requests answered; the ratio column divides by the bare WSGI app's.
 
-Batches: POST /items/batch of --batch random ids (dict store, and a snapshot of the same
-data, which fits the page cache), against Redis MGET of as many random keys
+Batches: POST /items/batch of --batch random ids of all the data's (dict store, and a
+snapshot of the same data, which fits the page cache), against Redis MGET of as many keys
 (redis-benchmark, one thread, the same connections) over the same values under keys
 `key:<12 digits>`, when redis-server is installed. Keys per second and server CPU per key.
 """
@@ -237,8 +237,20 @@ def lookups(args, data: Path, keys: Path) -> None:
         )
 
 
-def batches(args, data: Path, keys: Path) -> None:
+def every_key(data: Path) -> Path:
+    """A file of every key of the data file (made once): batches draw from all of them,
+    as redis-benchmark draws from every key of Redis's copy."""
+    keys = data.with_suffix(".allkeys")
+    if not keys.exists():
+        with open(data, "rb") as f, open(f"{keys}.tmp", "wb") as out:
+            out.writelines(line[:36] + b"\n" for line in f)
+        os.replace(f"{keys}.tmp", keys)
+    return keys
+
+
+def batches(args, data: Path) -> None:
     """POST /items/batch of --batch ids (dict, snapshot) beside Redis MGET."""
+    keys = every_key(data)
     servers: dict = {}
     try:
         servers["kv_app dict"] = Server(data, args.workers, "dict")
@@ -293,7 +305,7 @@ def main() -> None:
     print(f"# {os.cpu_count()} cores; medians of alternated rounds")
     lookups(args, data, keys)
     if args.batch:
-        batches(args, data, keys)
+        batches(args, data)
 
 
 if __name__ == "__main__":

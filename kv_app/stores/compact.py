@@ -12,7 +12,7 @@ import numpy as np
 
 from kv_app import loader, reader
 from kv_app.keys import KEY_LEN, canonical_key, key_text, malformed
-from kv_app.keyspace import key_halves, key_nibbles, line_key_halves, pack_halves
+from kv_app.keyspace import halves_of, key_halves, keys_bytes, line_key_halves
 from kv_app.stores import LoadedFromText
 
 
@@ -69,10 +69,10 @@ class CompactStore(LoadedFromText, Mapping[str, str]):
         batch of 1000 costs about as much as a few single lookups. Others are looked up
         one by one.
         """
-        nibbles = key_nibbles(keys)
-        if nibbles is None:  # not all UUIDs: one by one
+        raw = keys_bytes(keys)
+        if raw is None:  # not all UUIDs: one by one
             return [self.get(key) for key in keys]
-        high, low = pack_halves(nibbles)
+        high, low = halves_of(raw)
         at = np.minimum(self._hi.searchsorted(high), len(self._hi) - 1)
         same_high = self._hi[at] == high
         found = same_high & (self._lo[at] == low)
@@ -159,10 +159,10 @@ def load(
 def from_pairs(pairs: Mapping[str, str]) -> CompactStore:
     """A store over pairs made in code: keys UUIDs in either case, each once."""
     keys = list(pairs)
-    nibbles = key_nibbles(keys) if keys else np.empty((0, 32), dtype=np.uint8)
-    if nibbles is None:
+    raw = keys_bytes(keys)
+    if raw is None:
         raise ValueError(malformed(next(k for k in keys if canonical_key(k) is None)))
-    hi, lo = pack_halves(nibbles)
+    hi, lo = halves_of(raw)
     values = [pairs[key].encode("utf-8") for key in keys]
     sizes = np.array([len(v) for v in values], dtype=np.int64)
     end = np.cumsum(sizes)

@@ -444,8 +444,8 @@ def _row_batch(batch, max_value_bytes: int) -> tuple[bytes, bytes, np.ndarray]:
     elsewhere."""
     ids = batch.column(0).to_pylist()
     values = batch.column(1).to_pylist()
-    nibbles = keyspace.key_nibbles(ids)
-    if nibbles is None:
+    raw_keys = keyspace.keys_bytes(ids)
+    if raw_keys is None:
         raise _Refused(malformed(next(i for i in ids if canonical_key(i) is None)))
     canonical = "\n".join(ids).lower().split("\n")  # each id is 36 characters, no "\n"
     if None in values:
@@ -463,7 +463,7 @@ def _row_batch(batch, max_value_bytes: int) -> tuple[bytes, bytes, np.ndarray]:
         raise _Refused(_first_bad(canonical, values, max_value_bytes))
     offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
     np.cumsum(sizes, out=offsets[1:])
-    return keyspace.key_bytes_many(nibbles), blob, offsets
+    return raw_keys, blob, offsets
 
 
 def _first_bad(canonical: list[str], values: list[str], max_value_bytes: int) -> str:
