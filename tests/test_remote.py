@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -333,3 +334,57 @@ def test_sync_reloads_the_server_under_load_and_refuses_a_bad_version(s3, start_
     )
     assert said.count("sync: refused") == 1 and "Traceback" not in said
     assert "reload done" in server.log()
+
+
+# --- more than one node: scripts/cluster.sh ---------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+def test_cluster_replicas_pull_then_switch_together_or_refuse_naming_one(s3, tmp_path):
+    """cluster.sh up s3://...: each replica pulls into a root of its own. switch s3://...:
+    every replica pulls and checks the new version before any switches, then the front
+    moves to all of them at once (0 failed, each client old then new). A replica that
+    cannot take a version is named, and none switches."""
+    from test_cluster import cluster, free_ports
+
+    assert kv("publish", str(tagged(tmp_path, "old")), s3.url).returncode == 0
+    port = free_ports(5)
+    state = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KV_")}
+    env.update(KV_CLUSTER_DIR=str(state), KV_APP=KV_APP)
+
+    def run(*args, check=True):
+        return cluster(*args, "--port", str(port), env=env, check=check)
+
+    url = f"http://127.0.0.1:{port}"
+    try:
+        run("up", s3.url, "--replicas", "2")
+        assert [versions.current_version(state / f"node-{i}") for i in (0, 1)] == [1, 1]
+        assert kv("publish", str(tagged(tmp_path, "new")), s3.url).returncode == 0
+        clients = streams(url, keys_of(), n=2, retries=1)  # as test_cluster's switch test
+        run("switch", s3.url)
+        wait_for(lambda: all(str(c.results[-1][3]).startswith("new:") for c in clients))
+        per_client = [list(c.results) for c in clients]
+        results = finish(clients)
+        assert [r for r in results if r[2] != 200] == []
+        for stream in per_client:
+            seen = [r[3].split(":", 1)[0] for r in stream]
+            assert seen == sorted(seen, key=("old", "new").index) and seen[-1] == "new", seen
+
+        # Replica 1's root holds a version-3 that is not the bucket's: it cannot take it.
+        assert kv("publish", str(tagged(tmp_path, "third")), s3.url).returncode == 0
+        (state / "node-1" / "version-3").mkdir()
+        (state / "node-1" / "version-3" / "data.mdb").write_bytes(b"not this")
+        serving = [line.split()[0] for line in run("status").stdout.splitlines()[1:]]
+        refused = run("switch", s3.url, check=False)
+        assert refused.returncode == 1
+        assert refused.stderr.strip() == (
+            f"cluster.sh: switch: replica {serving[1]} cannot take version-3 ({s3.url}: "
+            f"version-3: {state}/node-1/version-3 is there and differs (data.mdb)); "
+            "no replica switched"
+        )
+        assert [versions.current_version(state / f"node-{i}") for i in (0, 1)] == [2, 2]
+        answer = requests.get(f"{url}/items/{keys_of()[0]}", timeout=10).json()
+        assert answer["value"].startswith("new:")
+    finally:
+        cluster("down", "--port", str(port), env=env, check=False)
