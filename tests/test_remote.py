@@ -293,6 +293,8 @@ def test_sync_reloads_the_server_under_load_and_refuses_a_bad_version(s3, start_
         process_group=0,
     )
     keys = keys_of()
+    # --port finds the same server: the listener whose parent does not listen
+    assert remote.server_pid(port=server.port) == server.proc.pid == int(pid_file.read_text())
     try:
         wait_for(lambda: metric(metrics, "kv_sync_local_version") == 1)
         clients = streams(server.url, keys)
@@ -388,3 +390,15 @@ def test_cluster_replicas_pull_then_switch_together_or_refuse_naming_one(s3, tmp
         assert answer["value"].startswith("new:")
     finally:
         cluster("down", "--port", str(port), env=env, check=False)
+
+
+def test_a_version_larger_than_the_free_disk_is_not_fetched(s3, tmp_path, monkeypatch):
+    root = tmp_path / "node"
+    assert kv("publish", str(tagged(tmp_path, "v1")), s3.url).returncode == 0
+    usage = remote.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(remote.shutil, "disk_usage", lambda path: usage._replace(free=1000))
+    with pytest.raises(remote.RemoteError) as refused:
+        remote.pull(s3.url, root)
+    assert str(refused.value).startswith(f"{s3.url}: version-1: needs 0.1 MB more on {root}, ")
+    assert str(refused.value).endswith(" 0.0 MB free")
+    assert state_of(root) == (None, [])

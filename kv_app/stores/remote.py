@@ -504,7 +504,8 @@ def _fetch_file(remote, name, path, f, staging: Path, throttle, say, done: Pulle
                     done.fetched += len(block)
                     throttle.take(len(block))
             except remote._errors as e:
-                out.flush()
+                if isinstance(e, OSError) and e.errno is not None:  # ours: the disk
+                    raise RemoteError(f"{where}: cannot write {part}: {e.strerror}") from None
                 if remote._missing(e):
                     raise Refused(f"{where}: {path} is missing from the bucket") from None
                 raise remote._fail(f"cannot read {name}/{path}", e) from None
