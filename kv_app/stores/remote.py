@@ -107,8 +107,12 @@ class Remote:
         self.url = url.rstrip("/")
         self.bucket, self.prefix = parse_url(url)
         if client is None:
-            import boto3  # the `s3` extra: imported only by those who use it
-
+            try:
+                import boto3  # the `s3` extra: imported only by those who use it
+            except ImportError:
+                raise RemoteError(
+                    f"{url}: object storage needs boto3: pip install 'kv-app[s3]'"
+                ) from None
             client = boto3.client("s3")
         self.s3 = client
         from botocore.exceptions import BotoCoreError, ClientError
@@ -246,11 +250,11 @@ def publish(
     build's) is sent as it is. Every file is read for its sha256 and the snapshot checked
     before anything is sent; the files go first, then files.json, then the pointer.
     Returns (N, the snapshot's manifest)."""
-    from boto3.exceptions import S3UploadFailedError
-
     from kv_app.stores.build import build
 
     remote = Remote(url, client)
+    from boto3.exceptions import S3UploadFailedError  # there: Remote() needed boto3
+
     source = Path(source)
     made = None
     try:
