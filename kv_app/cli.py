@@ -319,9 +319,18 @@ def pull(
     type=click.IntRange(config.BY_NAME["SYNC_INTERVAL"].low, config.BY_NAME["SYNC_INTERVAL"].high),
     help=f"{config.BY_NAME['SYNC_INTERVAL'].help} [env KV_SYNC_INTERVAL; default 30]",
 )
-@_option("PID_FILE")
 @click.option(
-    "--port", "port", type=click.IntRange(1, 65535), help="Reload the server on this port."
+    "--pid-file",
+    "pid_file",
+    envvar=config.BY_NAME["PID_FILE"].env,
+    help="Reload the server whose master's PID is in this file (kv-app serve --pid-file) "
+    "[env KV_PID_FILE].",
+)
+@click.option(
+    "--port",
+    "port",
+    type=click.IntRange(1, 65535),
+    help="Reload the server listening on this port (when there is no --pid-file).",
 )
 @_option("SYNC_METRICS_FILE")
 @_option("KEEP_VERSIONS")
