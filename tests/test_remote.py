@@ -247,6 +247,46 @@ def test_a_second_publish_takes_the_next_number_and_a_pull_stages(s3, tmp_path):
     assert switched.switched and switched.fetched == 0 and state_of(root) == (2, [1, 2])
 
 
+def test_two_publishes_at_once_take_two_numbers(s3, tmp_path):
+    runs = [
+        subprocess.Popen(
+            [KV_APP, "publish", str(tagged(tmp_path, tag)), s3.url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for tag in ("a1", "b1")
+    ]
+    outcomes = [run.communicate(timeout=120) + (run.returncode,) for run in runs]
+    assert [code for _, _, code in outcomes] == [0, 0], outcomes
+    numbers = sorted(int(out.split("/version-")[1].split(";")[0]) for out, _, _ in outcomes)
+    assert numbers == [1, 2]
+    client = s3.client()
+    for number in numbers:  # each whole: a pull of either is exact
+        root = tmp_path / f"node-{number}"
+        remote.pull(s3.url, root, version=number, client=client)
+        snapshot.verify(root)
+    client.close()
+
+
+def test_a_split_snapshot_travels_whole(s3, tmp_path):
+    """A snapshot built with --shards: every shard's files listed, pulled and checked."""
+    from kv_app.stores.build import build
+
+    split = tmp_path / "split"
+    build(tagged(tmp_path, "v1"), split, shards=2)
+    assert kv("publish", str(split), s3.url).returncode == 0
+    root = tmp_path / "node"
+    remote.pull(s3.url, root)
+    listing, _ = remote.Remote(s3.url).files(1)
+    assert sorted(listing["files"]) == [
+        f"shard-{n}/{name}" for n in (0, 1) for name in ("data.mdb", "manifest.json")
+    ]
+    assert listing["pairs"] == 300
+    for shard in ("shard-0", "shard-1"):
+        snapshot.verify(root / "version-1" / shard)
+
+
 # --- sync -----------------------------------------------------------------------------------
 
 
