@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import uuid
 
@@ -443,3 +444,20 @@ def test_a_version_larger_than_the_free_disk_is_not_fetched(s3, tmp_path, monkey
     assert str(refused.value).startswith(f"{s3.url}: version-1: needs 0.1 MB more on {root}, ")
     assert str(refused.value).endswith(" 0.0 MB free")
     assert state_of(root) == (None, [])
+
+
+def test_sync_survives_the_unexpected(tmp_path):
+    """Whatever a look at the bucket raises is one line and a counted error; sync goes on."""
+
+    class Broken:
+        def get_object(self, **_):
+            raise RuntimeError("connection pool exploded")
+
+    said = []
+    stop = threading.Event()
+    stop.set()  # one look, then stop
+    state = remote.sync(
+        "s3://kv-tables/daily", tmp_path, interval=0, stop=stop, say=said.append, client=Broken()
+    )
+    assert state.errors == 1 and state.refusals == 0
+    assert said == ["sync: RuntimeError: connection pool exploded; will try again"]

@@ -701,10 +701,15 @@ def sync(
     say: Say = _quiet,
     **kwargs,
 ) -> SyncState:
-    """sync_once every `interval` seconds until stop is set."""
+    """sync_once every `interval` seconds until stop is set. Anything unexpected is one
+    line and an error counted, and the next look comes: the old version keeps serving."""
     state = SyncState()
     while True:
-        sync_once(url, root, state, say=say, **kwargs)
+        try:
+            sync_once(url, root, state, say=say, **kwargs)
+        except Exception as e:  # noqa: BLE001 (a daemon: said, counted, tried again)
+            state.errors += 1
+            say(f"sync: {type(e).__name__}: {e}; will try again")
         if metrics_file:
             try:
                 write_metrics(metrics_file, state)
