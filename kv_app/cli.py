@@ -330,7 +330,8 @@ def pull(
     "--port",
     "port",
     type=click.IntRange(1, 65535),
-    help="Reload the server listening on this port (when there is no --pid-file).",
+    help="The server's port on 127.0.0.1: reload the one listening there (when there is no "
+    "--pid-file), and check that it then serves the new version.",
 )
 @_option("SYNC_METRICS_FILE")
 @_option("KEEP_VERSIONS")

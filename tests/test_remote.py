@@ -324,6 +324,8 @@ def test_sync_reloads_the_server_under_load_and_refuses_a_bad_version(s3, start_
             "1",
             "--pid-file",
             str(pid_file),
+            "--port",
+            str(server.port),
             "--sync-metrics-file",
             str(metrics),
             "--keep-versions",
@@ -336,6 +338,8 @@ def test_sync_reloads_the_server_under_load_and_refuses_a_bad_version(s3, start_
     keys = keys_of()
     # --port finds the same server: the listener whose parent does not listen
     assert remote.server_pid(port=server.port) == server.proc.pid == int(pid_file.read_text())
+    # how sync tells a reload that did not move the server
+    assert remote._serves(server.port, 2, 0.3) == "it serves version-1 after 0 s"
     try:
         wait_for(lambda: metric(metrics, "kv_sync_local_version") == 1)
         clients = streams(server.url, keys)
@@ -348,8 +352,9 @@ def test_sync_reloads_the_server_under_load_and_refuses_a_bad_version(s3, start_
             seen = [r[3].split(":", 1)[0] for r in stream]
             assert seen == sorted(seen, key=("old", "new").index) and seen[-1] == "new", seen
         # the file is rewritten just after the SIGHUP, which may be after the reload
-        wait_for(lambda: metric(metrics, "kv_sync_reloads_total") == 1)
+        wait_for(lambda: metric(metrics, "kv_sync_reloads_total") == 1, 90)
         assert metric(metrics, "kv_sync_pulls_total") == 1
+        assert metric(metrics, "kv_sync_reloads_unmoved_total") == 0
 
         corrupt_copy(s3, 2, 3)
         wait_for(lambda: metric(metrics, "kv_sync_refusals_total") == 1, 60)
@@ -377,6 +382,7 @@ def test_sync_reloads_the_server_under_load_and_refuses_a_bad_version(s3, start_
         "version-2 keeps serving" in said
     )
     assert said.count("sync: refused") == 1 and "Traceback" not in said
+    assert f"sync: the server on port {server.port} serves version-2" in said
     assert "reload done" in server.log()
 
 

@@ -534,6 +534,7 @@ class SyncState:
     refusals: int = 0
     errors: int = 0
     reloads: int = 0
+    unmoved: int = 0  # reloads after which the server did not serve the new version
     local: int | None = None
     remote: int | None = None
     last_check: float = 0.0
@@ -557,6 +558,12 @@ class SyncState:
                 "Checks or pulls that failed for a reason to retry (network, disk space).",
             ),
             ("kv_sync_reloads_total", "counter", self.reloads, "SIGHUPs sent to the server."),
+            (
+                "kv_sync_reloads_unmoved_total",
+                "counter",
+                self.unmoved,
+                "Reloads after which the server (--port) did not serve the new version.",
+            ),
             ("kv_sync_local_version", "gauge", self.local, "The version current points at."),
             ("kv_sync_remote_version", "gauge", self.remote, "The version the bucket names."),
             (
@@ -689,6 +696,37 @@ def sync_once(
         return
     state.reloads += 1
     say(f"sync: sent SIGHUP to the server (pid {pid})")
+    if port is not None:
+        why = _serves(port, done.version, RELOAD_WAIT)
+        if why:
+            state.unmoved += 1
+            say(f"sync: the server on port {port} does not serve version-{done.version}: {why}")
+        else:
+            say(f"sync: the server on port {port} serves version-{done.version}")
+
+
+RELOAD_WAIT = 60.0  # seconds a server may take to reload (its old workers drain first)
+
+
+def _serves(port: int, version: int, wait: float) -> str | None:
+    """None once the server on port answers /readyz from version-N; else why not."""
+    import urllib.request
+
+    deadline = time.monotonic() + wait
+    why = "no answer"
+    while True:
+        try:
+            url = f"http://127.0.0.1:{port}/readyz"
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                served = json.load(answer).get("snapshot_version")
+            if served == version:
+                return None
+            why = f"it serves version-{served}"
+        except (OSError, ValueError) as e:
+            why = str(e)
+        if time.monotonic() > deadline:
+            return f"{why} after {wait:.0f} s"
+        time.sleep(0.2)
 
 
 def sync(
