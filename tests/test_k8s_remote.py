@@ -58,6 +58,7 @@ def test_init_pulls_the_root_the_server_serves_and_the_sidecar_follows_it(render
     # the sidecar signals the server by the PID it writes: one process namespace
     assert pod["shareProcessNamespace"] is True
     assert following[following.index("--pid-file") + 1] == served["KV_PID_FILE"]
+    assert following[following.index("--port") + 1] == served["KV_PORT"]
     # every command line is one the real kv-app accepts
     for args in (pull, following):
         command = cli.cli.commands[args[1]]
