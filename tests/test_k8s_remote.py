@@ -19,14 +19,18 @@ from kv_app import cli, config
 VARIANT = ROOT / "deploy" / "k8s" / "object-storage"
 
 
-@pytest.fixture(scope="module")
-def rendered() -> list[dict]:
+def render(path) -> list[dict]:
     if shutil.which("kubectl") is None:
         pytest.skip("kubectl is not installed")
     out = subprocess.run(
-        ["kubectl", "kustomize", str(VARIANT)], capture_output=True, text=True, check=True
+        ["kubectl", "kustomize", str(path)], capture_output=True, text=True, check=True
     ).stdout
     return list(yaml.safe_load_all(out))
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[dict]:
+    return render(VARIANT)
 
 
 def _expand(args: list[str], env: dict[str, str]) -> list[str]:
@@ -34,11 +38,14 @@ def _expand(args: list[str], env: dict[str, str]) -> list[str]:
     return [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in args]
 
 
-def test_every_resource_is_valid(rendered):
-    for doc in rendered:
+@pytest.mark.parametrize("variant", ["", "blue-green"])
+def test_every_resource_is_valid(variant):
+    documents = render(VARIANT / variant)
+    for doc in documents:
         kubernetes_validate.validate(doc, "1.32.0", strict=True)
-    kinds = {d["kind"] for d in rendered}
+    kinds = {d["kind"] for d in documents}
     assert {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget"} <= kinds
+    assert "kv-app-data" not in yaml.safe_dump_all(documents)  # no data image left
 
 
 def test_init_pulls_the_root_the_server_serves_and_the_sidecar_follows_it(rendered):
@@ -71,3 +78,24 @@ def test_init_pulls_the_root_the_server_serves_and_the_sidecar_follows_it(render
     for container in (init, sync):
         refs = container["envFrom"]
         assert {"secretRef": {"name": "kv-app-s3"}} in refs  # AWS_* from a Secret
+
+
+def test_blue_green_slots_each_pull_one_version_and_the_service_selects_one():
+    """All at once: each slot's pods pull a fixed version (ready only once it is pulled
+    and checked); the Service moves to a slot, never to a mix."""
+    documents = render(VARIANT / "blue-green")
+    [service] = [d for d in documents if d["kind"] == "Service"]
+    maps = {d["metadata"]["name"]: d["data"] for d in documents if d["kind"] == "ConfigMap"}
+    pulled = {}
+    for deployment in (d for d in documents if d["kind"] == "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        [init] = pod["initContainers"]
+        [env_from] = [e["configMapRef"]["name"] for e in init["envFrom"] if "configMapRef" in e]
+        pull = _expand(init["command"], maps[env_from])
+        cli.cli.commands["pull"].make_context("pull", pull[2:])
+        assert pull[pull.index("--version") + 1].isdigit()
+        slot = deployment["spec"]["selector"]["matchLabels"]["slot"]
+        pulled[slot] = int(pull[pull.index("--version") + 1])
+        assert len(pod["containers"]) == 1  # no sidecar: a slot stays on its version
+    assert pulled == {"blue": 41, "green": 42}
+    assert service["spec"]["selector"]["slot"] in pulled
