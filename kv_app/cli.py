@@ -214,9 +214,27 @@ def publish(
     jobs: int | None,
 ) -> None:
     """Build DATA_FILE as ROOT's next version-N, check it, then point ROOT/current at it.
-    Serve ROOT with `kv-app serve ROOT`; SIGHUP moves a running server to the new current."""
-    from kv_app.stores import versions
+    Serve ROOT with `kv-app serve ROOT`; SIGHUP moves a running server to the new current.
+    ROOT may be s3://BUCKET/PREFIX: the version's files, their sizes and sha256, then the
+    pointer go there (DATA_FILE may then be a snapshot directory too); nodes pull it."""
+    from kv_app.stores import remote, versions
 
+    if remote.is_remote(root):
+        with _refused():
+            number, manifest = remote.publish(
+                data_file,
+                root,
+                strict=_strict(on_error),
+                progress=tty_progress(),
+                say=_say,
+                max_value_bytes=max_value_bytes,
+                tmp_dir=tmp_dir,
+                jobs=jobs,
+            )
+        if not os.path.isdir(data_file):
+            _built(manifest, data_file)
+        click.echo(f"published {root.rstrip('/')}/version-{number}; current -> version-{number}")
+        return
     keep = keep_versions or config.DEFAULTS["KEEP_VERSIONS"]
     with _refused():
         number, manifest = versions.publish(
@@ -245,6 +263,118 @@ def rollback(root: str, to: int | None) -> None:
     with _refused():
         number = versions.rollback(root, to, say=_say)
     click.echo(f"{root}: current -> version-{number}")
+
+
+def _pulled(url: str, root: str, done) -> str:
+    """One line about a pull."""
+    line = f"{url}: version-{done.version}"
+    if done.fetched or done.resumed:
+        line += f": {done.fetched:,} bytes fetched in {done.seconds:.2f} s"
+        if done.resumed:
+            line += f" ({done.resumed:,} kept from an interrupted pull)"
+    else:
+        line += f": already in {root}"
+    if done.switched:
+        return line + f"; {root}/current -> version-{done.version}"
+    return line + ("; checked, not switched (--stage)" if done.fetched else "")
+
+
+@cli.command()
+@click.argument("url")
+@click.argument("root")
+@click.option("--version", "version", type=int, help="Pull version N (default: the current one).")
+@click.option(
+    "--stage",
+    is_flag=True,
+    help="Fetch and check only; a later pull of the same version switches at once.",
+)
+@_option("KEEP_VERSIONS")
+@_option("MAX_BYTES_PER_SECOND")
+def pull(
+    url: str,
+    root: str,
+    version: int | None,
+    stage: bool,
+    keep_versions: int | None,
+    max_bytes_per_second: int | None,
+) -> None:
+    """Fetch URL's (s3://BUCKET/PREFIX) current version into ROOT as version-N, check
+    every file's sha256, then point ROOT/current at it; an interrupted pull is resumed.
+    Then SIGHUP the server."""
+    from kv_app.stores import remote
+
+    with _refused():
+        done = remote.pull(
+            url,
+            root,
+            version=version,
+            keep=keep_versions or config.DEFAULTS["KEEP_VERSIONS"],
+            max_bytes_per_second=max_bytes_per_second,
+            stage=stage,
+            say=_say,
+        )
+    click.echo(_pulled(url, root, done))
+
+
+@cli.command()
+@click.argument("url")
+@click.argument("root")
+@click.option(
+    "--interval",
+    "--sync-interval",
+    "sync_interval",
+    envvar=config.BY_NAME["SYNC_INTERVAL"].env,
+    type=click.IntRange(config.BY_NAME["SYNC_INTERVAL"].low, config.BY_NAME["SYNC_INTERVAL"].high),
+    help=f"{config.BY_NAME['SYNC_INTERVAL'].help} [env KV_SYNC_INTERVAL; default 30]",
+)
+@click.option(
+    "--pid-file",
+    "pid_file",
+    envvar=config.BY_NAME["PID_FILE"].env,
+    help="Reload the server whose master's PID is in this file (kv-app serve --pid-file) "
+    "[env KV_PID_FILE].",
+)
+@click.option(
+    "--port",
+    "port",
+    type=click.IntRange(1, 65535),
+    help="The server's port on 127.0.0.1: reload the one listening there (when there is no "
+    "--pid-file), and check that it then serves the new version.",
+)
+@_option("SYNC_METRICS_FILE")
+@_option("KEEP_VERSIONS")
+@_option("MAX_BYTES_PER_SECOND")
+def sync(url: str, root: str, port: int | None, **settings) -> None:
+    """Follow URL: every --interval seconds, pull a new current version into ROOT and
+    reload the server (--pid-file, or the one listening on --port). A bad version is
+    refused and logged, and the old one keeps serving. Runs until SIGTERM."""
+    import signal
+    import threading
+
+    from kv_app.stores import remote
+
+    values = config.resolve(
+        {}, **{name.upper(): value for name, value in settings.items() if value is not None}
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    _say(f"sync: following {url} into {root} every {values['SYNC_INTERVAL']} s")
+    with _refused():
+        remote.parse_url(url)
+        remote.sync(
+            url,
+            root,
+            interval=values["SYNC_INTERVAL"],
+            stop=stop,
+            metrics_file=values["SYNC_METRICS_FILE"],
+            say=_say,
+            pid_file=values["PID_FILE"],
+            port=port,
+            keep=values["KEEP_VERSIONS"],
+            max_bytes_per_second=values["MAX_BYTES_PER_SECOND"],
+        )
+    _say("sync: stopped")
 
 
 @cli.command()

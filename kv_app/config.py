@@ -205,6 +205,32 @@ SETTINGS: tuple[Setting, ...] = (
         1,
         1000,
     ),
+    # Read by kv-app pull and sync (object storage).
+    Setting(
+        "MAX_BYTES_PER_SECOND",
+        0,
+        "Most bytes a second kv-app pull and sync download (a node's disk and network "
+        "keep serving while a version arrives); 0: no limit.",
+        int,
+        (),
+        0,
+        10**12,
+    ),
+    Setting(
+        "SYNC_INTERVAL",
+        30,
+        "Seconds kv-app sync waits between two looks at the bucket's current version.",
+        int,
+        (),
+        1,
+        86_400,
+    ),
+    Setting(
+        "SYNC_METRICS_FILE",
+        None,
+        "File kv-app sync rewrites after each look (Prometheus text format: pulls, "
+        "refusals, errors, versions), e.g. for node_exporter's textfile collector.",
+    ),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

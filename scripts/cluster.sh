@@ -12,6 +12,11 @@
 #                                                               # (or nothing changes: rolled back)
 #   bash scripts/cluster.sh down [--port P]                     # stop everything it started, and free P
 #
+# DATA may be s3://BUCKET/PREFIX (kv-app publish DATA s3://...): each replica pulls it into
+# a root of its own ($state/node-I); `switch s3://... [--version N]` has every replica pull
+# and check version N first (none switches if one cannot: it is named), then switches
+# them all at once as above.
+#
 # DATA is a text file or a snapshot (or a root of versions), or a split snapshot (a
 # directory of shard-0 ... from `kv-app build --shards S`): then --replicas is per shard,
 # and the front is deploy/nginx-shards.conf (routing by the id's first hex digit). State, logs and the rendered
@@ -20,10 +25,11 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 command=${1:-}
 shift || true
-data="" replicas=2 port=8123
+data="" replicas=2 port=8123 version=""
 while [ $# -gt 0 ]; do
   case $1 in
     --replicas) replicas=$2; shift 2 ;;
+    --version) version=$2; shift 2 ;;
     --port) port=$2; shift 2 ;;
     -*) echo "cluster.sh: unknown option $1" >&2; exit 2 ;;
     *) data=$1; shift ;;
@@ -106,6 +112,7 @@ start_set() {  # start_set COLOR DATA: start that set's replicas and wait until 
   for p in $(ports_of "$1"); do
     served=$2
     [ "$(cat "$state/shards")" -eq 1 ] || served=$2/shard-$((i / per))  # R replicas a shard
+    [ ! -e "$state/url" ] || served=$state/node-$i  # object storage: each its own root
     "$kv_app" serve "$served" --host 127.0.0.1 --port "$p" --pid-file "$state/replica-$p.pid" \
       >"$state/replica-$p.log" 2>&1 &
     pids+=($!)
@@ -180,7 +187,16 @@ up() {
     down >/dev/null
   fi
   mkdir -p "$state"
-  data=$(realpath "$data")
+  rm -f "$state/url"
+  if [[ $data == s3://* ]]; then  # each replica pulls the bucket's current version first
+    echo "$data" >"$state/url"
+    for i in $(seq 0 $((replicas - 1))); do
+      "$kv_app" pull "$data" "$state/node-$i" >/dev/null 2>"$state/pull.err" ||
+        { echo "cluster.sh: up: replica $((port + 1 + i)) cannot pull: $(tail -n 1 "$state/pull.err")" >&2; exit 1; }
+    done
+  else
+    data=$(realpath "$data")
+  fi
   echo "$data" >"$state/data"
   shards=1
   if [ -d "$data/shard-0" ]; then shards=$(ls -d "$data"/shard-* | wc -l); fi
@@ -252,7 +268,11 @@ switch() {  # blue/green: the other set serves DATA, then the front moves to it 
   }
   old=$(cat "$state/color")
   new=$((1 - old))
-  start_set "$new" "$(realpath "$data")" || { stop_set "$new"; echo "cluster.sh: switch: the new set did not start; nothing was changed" >&2; exit 1; }
+  if [ -e "$state/url" ]; then stage_all; else data=$(realpath "$data"); fi
+  start_set "$new" "$data" || {
+    stop_set "$new"; unstage_all
+    echo "cluster.sh: switch: the new set did not start; nothing was changed" >&2; exit 1
+  }
   render_front "$new"
   # A graceful reload: new nginx workers send to the new set; the old ones finish what
   # they have in flight, on the old set, then exit. Done once the front answers from the
@@ -262,12 +282,46 @@ switch() {  # blue/green: the other set serves DATA, then the front moves to it 
     render_front "$old"
     nginx -p "$state/" -c "$state/nginx.conf" -s reload 2>>"$state/nginx.log" || true
     stop_set "$new"
+    unstage_all
     echo "cluster.sh: switch: the front did not move to the new set; rolled back: the old set serves ($(tail -n 1 "$state/nginx.log"))" >&2
     exit 1
   fi
   sleep 1  # nginx has no "reload finished" signal; its old workers drain their requests
   stop_set "$old"
+  rm -f "$state"/node-*.before
   status
+}
+
+stage_all() {  # object storage: every replica's root pulls and checks version N (the
+  # bucket's current when the first pulls, or --version) without switching; if one
+  # cannot, it is named and none switches. Then each root's current moves to N (the new
+  # set opens it); the version each had is kept for unstage_all.
+  local url i n out
+  url=$(cat "$state/url")
+  [ "$data" = "$url" ] || { echo "cluster.sh: switch: this cluster follows $url" >&2; exit 1; }
+  n=$(cat "$state/replicas")
+  for i in $(seq 0 $((n - 1))); do
+    if ! out=$("$kv_app" pull "$url" "$state/node-$i" ${version:+--version "$version"} --stage 2>"$state/pull.err"); then
+      out=$(tail -n 1 "$state/pull.err")
+      echo "cluster.sh: switch: replica $(ports_of "$old" | sed -n "$((i + 1))p") cannot take" \
+        "${version:+version-$version }(${out#Error: }); no replica switched" >&2
+      exit 1
+    fi
+    [ -n "$version" ] || version=$(sed -n 's/^[^ ]*: version-\([0-9]*\):.*/\1/p' <<<"$out")
+  done
+  for i in $(seq 0 $((n - 1))); do
+    readlink "$state/node-$i/current" | sed 's/^version-//' >"$state/node-$i.before"
+    "$kv_app" pull "$url" "$state/node-$i" --version "$version" >/dev/null
+  done
+}
+
+unstage_all() {  # a switch that did not happen: each root's current back where it was
+  local f
+  for f in "$state"/node-*.before; do
+    [ -e "$f" ] || continue
+    "$kv_app" rollback "${f%.before}" --to "$(cat "$f")" >/dev/null || true
+    rm -f "$f"
+  done
 }
 
 status() {
@@ -309,5 +363,5 @@ case $command in
   reload) reload ;;
   switch) switch ;;
   down) down ;;
-  *) echo "usage: cluster.sh up DATA [--replicas N] [--port P] | status | reload | switch DATA | down  [--port P]" >&2; exit 2 ;;
+  *) echo "usage: cluster.sh up DATA [--replicas N] [--port P] | status | reload | switch DATA [--version N] | down  [--port P]" >&2; exit 2 ;;
 esac

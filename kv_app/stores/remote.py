@@ -1,0 +1,757 @@
+"""Snapshots through S3-compatible object storage: publish a version to a bucket, pull it
+into a local root of versions (kv_app/stores/versions.py), and follow new ones (sync).
+
+A prefix s3://BUCKET/PREFIX holds:
+- version-N/data.mdb, version-N/manifest.json (or shard-K/... of a split snapshot): the
+  snapshot's files as `kv-app build` wrote them;
+- version-N/files.json: every file's path, size and sha256, written after the files;
+- current: `version-N`, written last: a reader never sees half a version.
+
+A publisher claims N first (version-N/claim, written only if absent), so two publishers
+never write one number. A pull downloads into ROOT/.pull-version-N (kept when a pull is
+interrupted: the next pull asks only for the bytes it lacks), checks every file's sha256
+against files.json and the snapshot's own checks, then renames it to version-N and points
+`current` at it, all under the root's lock; it prunes as publish does (a version a live
+server holds is never removed). A pull that fails leaves `current` and every version-N
+as they were.
+
+Credentials and endpoint come the standard way of S3 clients (boto3): AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_PROFILE, AWS_ENDPOINT_URL for an S3-compatible server, ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kv_app.loader import iso_time
+from kv_app.stores import versions
+from kv_app.stores.build import _fsync_dir
+from kv_app.stores.snapshot import (
+    DATA_FILE,
+    MANIFEST,
+    SnapshotError,
+    open_snapshot,
+    resolve,
+)
+
+FILES = "files.json"
+FILES_FORMAT = "kv_app-remote-version"
+POINTER = "current"
+CLAIM = "claim"
+# The only paths a version may hold: nothing a bucket says can write outside the root.
+_SNAPSHOT_FILE = re.compile(r"^(shard-\d{1,2}/)?(data\.mdb|manifest\.json)$")
+_STAGING = re.compile(r"^\.pull-version-(\d+)$")
+_VERSION = re.compile(r"^version-(\d+)$")
+CHUNK = 1 << 20  # bytes a read of a download asks for (less when throttled)
+
+Say = Callable[[str], None]
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+class RemoteError(SnapshotError):
+    """Object storage could not be used (network, credentials, disk): one line; a sync
+    tries again at its next interval."""
+
+
+class Refused(RemoteError):
+    """A version that must not be served (checksum, manifest, missing files): one line; a
+    sync does not try it again until the bucket's version changes."""
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """(bucket, prefix) of s3://bucket/prefix (the prefix may be empty)."""
+    m = re.match(r"^s3://([^/]+)/?(.*)$", url)
+    if not m:
+        raise RemoteError(f"{url}: not an s3://BUCKET/PREFIX address")
+    bucket, prefix = m.group(1), m.group(2).strip("/")
+    if not 3 <= len(bucket) <= 63:
+        raise RemoteError(
+            f"{url}: a bucket name has 3 to 63 characters, {bucket!r} has {len(bucket)}"
+        )
+    return bucket, prefix
+
+
+def is_remote(path: str) -> bool:
+    return str(path).startswith("s3://")
+
+
+def _reason(e: Exception) -> str:
+    """One phrase for what boto3 raised."""
+    response = getattr(e, "response", None)
+    if response:
+        error = response.get("Error", {})
+        code = error.get("Code") or response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        message = error.get("Message") or ""
+        return f"{code}: {message}".rstrip(": ")
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+class Remote:
+    """One s3://bucket/prefix through a boto3 client (made from the environment)."""
+
+    def __init__(self, url: str, client=None):
+        self.url = url.rstrip("/")
+        self.bucket, self.prefix = parse_url(url)
+        if client is None:
+            try:
+                import boto3  # the `s3` extra: imported only by those who use it
+            except ImportError:
+                raise RemoteError(
+                    f"{url}: object storage needs boto3: pip install 'kv-app[s3]'"
+                ) from None
+            client = boto3.client("s3")
+        self.s3 = client
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        self._errors = (BotoCoreError, ClientError, OSError)
+
+    def key(self, *parts: str) -> str:
+        return "/".join(p for p in (self.prefix, *parts) if p)
+
+    def _fail(self, what: str, e: Exception) -> RemoteError:
+        return RemoteError(f"{self.url}: {what}: {_reason(e)}")
+
+    def _missing(self, e: Exception) -> bool:
+        response = getattr(e, "response", None) or {}
+        code = response.get("Error", {}).get("Code")
+        return code in ("NoSuchKey", "404", "NotFound")
+
+    def read(self, *parts: str) -> bytes | None:
+        """A small object's bytes, or None when it does not exist."""
+        try:
+            return self.s3.get_object(Bucket=self.bucket, Key=self.key(*parts))["Body"].read()
+        except self._errors as e:
+            if self._missing(e):
+                return None
+            raise self._fail(f"cannot read {'/'.join(parts)}", e) from None
+
+    def current(self) -> int:
+        """The version the pointer names; RemoteError when there is none."""
+        body = self.read(POINTER)
+        if body is None:
+            raise RemoteError(f"{self.url}: no {POINTER} pointer: nothing published there")
+        m = _VERSION.match(body.decode("ascii", "replace").strip())
+        if not m:
+            raise Refused(f"{self.url}: {POINTER} names {body[:40]!r}, not version-N")
+        return int(m.group(1))
+
+    def versions(self) -> list[int]:
+        """The version-N 'directories' under the prefix, in order."""
+        found = []
+        try:
+            pages = self.s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket,
+                Prefix=self.key("") + ("/" if self.prefix else ""),
+                Delimiter="/",
+            )
+            for page in pages:
+                for common in page.get("CommonPrefixes", []):
+                    m = _VERSION.match(common["Prefix"].rstrip("/").rsplit("/", 1)[-1])
+                    if m:
+                        found.append(int(m.group(1)))
+        except self._errors as e:
+            raise self._fail("cannot list versions", e) from None
+        return sorted(found)
+
+    def files(self, version: int) -> tuple[dict, str]:
+        """version-N's files.json, checked, and its ETag; Refused naming what is wrong."""
+        name = f"version-{version}"
+        try:
+            got = self.s3.get_object(Bucket=self.bucket, Key=self.key(name, FILES))
+            body, etag = got["Body"].read(), got.get("ETag", "")
+        except self._errors as e:
+            if self._missing(e):
+                raise Refused(
+                    f"{self.url}: {name}: no such version (no {name}/{FILES}: missing or "
+                    "not finished publishing)"
+                ) from None
+            raise self._fail(f"cannot read {name}/{FILES}", e) from None
+        try:
+            listing = json.loads(body)
+            files = listing["files"]
+            ok = (
+                listing.get("format") == FILES_FORMAT
+                and listing.get("version") == version
+                and isinstance(files, dict)
+                and files
+                and all(
+                    _SNAPSHOT_FILE.match(path)
+                    and isinstance(f.get("size"), int)
+                    and f["size"] >= 0
+                    and re.fullmatch(r"[0-9a-f]{64}", str(f.get("sha256")))
+                    for path, f in files.items()
+                )
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            ok = False
+        if not ok:
+            raise Refused(f"{self.url}: {name}: {FILES} is not a kv_app version listing")
+        return listing, etag
+
+
+# --- Publish ---------------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _snapshots(directory: Path) -> list[Path]:
+    return sorted(directory.glob("shard-*")) or [directory]
+
+
+def _check_snapshots(directory: Path, files: dict, where: str) -> dict:
+    """Each snapshot in directory passes the checks of open (manifest, size, LMDB header,
+    entries) and its data file has the sha256 its manifest says (the sha256 in `files`,
+    read from every byte). Returns the (first) manifest; Refused naming what is wrong."""
+    manifest = None
+    for snapshot in _snapshots(directory):
+        rel = "" if snapshot == directory else f"{snapshot.name}/"
+        try:
+            store = open_snapshot(snapshot)
+        except SnapshotError as e:
+            raise Refused(f"{where}: {e}") from None
+        store.close()
+        if store.manifest["data_sha256"] != files[rel + DATA_FILE]["sha256"]:
+            raise Refused(f"{where}: {rel}{DATA_FILE} sha256 differs from its manifest's")
+        manifest = manifest or store.manifest
+    return manifest
+
+
+def publish(
+    source: str | os.PathLike[str],
+    url: str,
+    *,
+    strict: bool = True,
+    progress=None,
+    say: Say = _quiet,
+    max_value_bytes: int | None = None,
+    tmp_dir: str | os.PathLike[str] | None = None,
+    jobs: int | None = None,
+    client=None,
+) -> tuple[int, dict]:
+    """Publish source to url as its next version-N: a text file is built first (as
+    `kv-app build` builds), a snapshot directory (or a root's current, e.g. the Spark
+    build's) is sent as it is. Every file is read for its sha256 and the snapshot checked
+    before anything is sent; the files go first, then files.json, then the pointer.
+    Returns (N, the snapshot's manifest)."""
+    from kv_app.stores.build import build
+
+    remote = Remote(url, client)
+    from boto3.exceptions import S3UploadFailedError  # there: Remote() needed boto3
+
+    source = Path(source)
+    made = None
+    try:
+        if source.is_dir():
+            snapshot = resolve(source)
+        else:
+            made = Path(tempfile.mkdtemp(prefix=".kv-app-publish-", dir=tmp_dir))
+            snapshot = made / "snapshot"
+            built = build(
+                source,
+                snapshot,
+                strict=strict,
+                progress=progress,
+                max_value_bytes=max_value_bytes,
+                tmp_dir=tmp_dir,
+                say=say,
+                jobs=jobs,
+            )
+        paths = sorted(str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file())
+        paths = [p for p in paths if _SNAPSHOT_FILE.match(p)]
+        if not paths:
+            raise SnapshotError(f"{source}: not a kv_app snapshot (no {MANIFEST})")
+        files = {
+            p: {"size": (snapshot / p).stat().st_size, "sha256": _sha256(snapshot / p)}
+            for p in paths
+        }
+        manifest = _check_snapshots(snapshot, files, str(snapshot))
+        number = _claim(remote, say)
+        name = f"version-{number}"
+        for path in paths:
+            try:
+                remote.s3.upload_file(str(snapshot / path), remote.bucket, remote.key(name, path))
+            except (*remote._errors, S3UploadFailedError) as e:
+                raise remote._fail(f"cannot write {name}/{path}", e) from None
+        listing = {
+            "format": FILES_FORMAT,
+            "version": number,
+            "files": files,
+            "pairs": sum(
+                json.loads((s / MANIFEST).read_bytes())["pairs"] for s in _snapshots(snapshot)
+            ),
+            "data_version": manifest["source"]["sha256"][:16],
+            "published_at": iso_time(time.time()),
+        }
+        _put(remote, (name, FILES), json.dumps(listing, indent=1).encode())
+        # Never move the pointer back: a publisher that claimed a later number and
+        # finished first keeps it.
+        try:
+            now = remote.current()
+        except RemoteError:
+            now = None
+        if now is not None and now > number:
+            say(f"{url}: {POINTER} stays at version-{now}, newer than {name}")
+        else:
+            _put(remote, (POINTER,), f"{name}\n".encode())
+        return number, built if made is not None else manifest
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+
+
+def _put(remote: Remote, parts: tuple[str, ...], body: bytes, **kwargs) -> None:
+    try:
+        remote.s3.put_object(Bucket=remote.bucket, Key=remote.key(*parts), Body=body, **kwargs)
+    except remote._errors as e:
+        raise remote._fail(f"cannot write {'/'.join(parts)}", e) from None
+
+
+def _claim(remote: Remote, say: Say) -> int:
+    """Take the next version number: version-N/claim written only if absent (a second
+    publisher gets a PreconditionFailed and tries N+1)."""
+    number = max(remote.versions(), default=0) + 1
+    for _ in range(100):
+        try:
+            remote.s3.put_object(
+                Bucket=remote.bucket,
+                Key=remote.key(f"version-{number}", CLAIM),
+                Body=f"{os.uname().nodename} pid {os.getpid()} at {iso_time(time.time())}\n".encode(),
+                IfNoneMatch="*",
+            )
+            return number
+        except remote._errors as e:
+            code = (getattr(e, "response", None) or {}).get("Error", {}).get("Code")
+            if code not in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise remote._fail(f"cannot write version-{number}/{CLAIM}", e) from None
+            say(f"{remote.url}: version-{number} taken by another publish, trying the next")
+            number += 1
+    raise RemoteError(f"{remote.url}: could not claim a version number")
+
+
+# --- Pull ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Pulled:
+    """What a pull did."""
+
+    version: int
+    switched: bool  # current now points at it (False: --stage, or it already did)
+    fetched: int = 0  # bytes downloaded by this pull
+    resumed: int = 0  # bytes a previous, interrupted pull had left and this one kept
+    total: int = 0  # bytes of the version
+    seconds: float = 0.0
+    pruned: list[int] = field(default_factory=list)
+
+
+class Throttle:
+    """At most `rate` bytes a second on average (0: no limit)."""
+
+    def __init__(self, rate: int | None):
+        self.rate = rate or 0
+        self.started = time.monotonic()
+        self.taken = 0
+
+    def chunk(self) -> int:
+        return CHUNK if not self.rate else max(4096, min(CHUNK, self.rate // 10))
+
+    def take(self, n: int) -> None:
+        if not self.rate:
+            return
+        self.taken += n
+        ahead = self.taken / self.rate - (time.monotonic() - self.started)
+        if ahead > 0:
+            time.sleep(ahead)
+
+
+def pull(
+    url: str,
+    root: str | os.PathLike[str],
+    *,
+    version: int | None = None,
+    keep: int = 3,
+    max_bytes_per_second: int | None = None,
+    stage: bool = False,
+    say: Say = _quiet,
+    client=None,
+) -> Pulled:
+    """Fetch url's current version (or `version`) into root as version-N, check every
+    file's sha256 and the snapshot, then point root's current at it and prune to `keep`
+    (stage: fetch and check only; a later pull of the same N switches at once). Resumes a
+    download an earlier pull left; Refused/RemoteError with one line otherwise, and the
+    root's current and versions as they were."""
+    started = time.monotonic()
+    remote = Remote(url, client)
+    number = remote.current() if version is None else version
+    listing, _ = remote.files(number)
+    files: dict = listing["files"]
+    root = Path(root)
+    name = f"version-{number}"
+    where = f"{remote.url}: {name}"
+    with versions.locked(root, say):
+        now = versions.current_version(root)  # a bad `current` is refused first
+        target = root / name
+        done = Pulled(number, switched=False, total=sum(f["size"] for f in files.values()))
+        if target.is_dir():
+            _same(target, files, where, root)
+        else:
+            _fetch(remote, root, number, files, max_bytes_per_second, say, done)
+        if not stage and now != number:
+            versions._point_current(root, number)
+            done.switched = True
+        if not stage:
+            done.pruned = versions.prune(root, keep, say)
+    done.seconds = time.monotonic() - started
+    return done
+
+
+def _same(target: Path, files: dict, where: str, root: Path) -> None:
+    """A local version-N already there is the bucket's version-N (sizes, the manifest's
+    sha256 and the snapshot's checks: its data file was read whole when it was fetched
+    and has been read-only since), or Refused."""
+    for path, f in files.items():
+        local = target / path
+        if not local.is_file() or local.stat().st_size != f["size"]:
+            raise Refused(f"{where}: {root}/{target.name} is there and differs ({path})")
+    for path in files:
+        if path.endswith(MANIFEST) and _sha256(target / path) != files[path]["sha256"]:
+            raise Refused(f"{where}: {root}/{target.name} is there and differs ({path})")
+    _check_snapshots(target, files, where)
+
+
+def _fetch(remote, root, number, files, rate, say, done: Pulled) -> None:
+    """Download version-N into root/.pull-version-N (resuming what is there), check it,
+    and rename it to root/version-N. Other versions' partial downloads are removed."""
+    name = f"version-{number}"
+    where = f"{remote.url}: {name}"
+    staging = root / f".pull-{name}"
+    for entry in root.iterdir():
+        if _STAGING.match(entry.name) and entry != staging:
+            shutil.rmtree(entry, ignore_errors=True)
+            say(f"{root}: removed {entry.name}, a partial download of another version")
+    staging.mkdir(exist_ok=True)
+    have = 0
+    for path in files:
+        for candidate in (staging / path, staging / f"{path}.part"):
+            if candidate.is_file():
+                have += candidate.stat().st_size
+    needed = done.total - have
+    free = shutil.disk_usage(root).free
+    if needed > free:
+        raise RemoteError(
+            f"{where}: needs {needed / 1e6:,.1f} MB more on {root}, {free / 1e6:,.1f} MB free"
+        )
+    throttle = Throttle(rate)
+    for path, f in sorted(files.items()):
+        _fetch_file(remote, name, path, f, staging, throttle, say, done)
+    _check_snapshots(staging, files, where)
+    for path in files:
+        (staging / path).chmod(0o444)
+    for directory in {(staging / p).parent for p in files}:
+        _fsync_dir(directory)
+    os.rename(staging, root / name)
+    _fsync_dir(root)
+
+
+def _fetch_file(remote, name, path, f, staging: Path, throttle, say, done: Pulled) -> None:
+    """One file of a version: what an interrupted pull left of it is kept and only the
+    rest asked for (a ranged GET); its sha256 is checked before it is renamed into
+    place. A file that fails its check is removed (the next pull fetches it whole)."""
+    final = staging / path
+    part = staging / f"{path}.part"
+    where = f"{remote.url}: {name}"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.is_file() and final.stat().st_size == f["size"]:
+        if _sha256(final) == f["sha256"]:
+            done.resumed += f["size"]
+            return
+        final.unlink()
+    digest = hashlib.sha256()
+    have = part.stat().st_size if part.is_file() else 0
+    if have > f["size"]:
+        part.unlink()
+        have = 0
+    if have:
+        with open(part, "rb") as old:
+            while block := old.read(CHUNK):
+                digest.update(block)
+        say(f"{where}: resuming {path} at {have:,} of {f['size']:,} bytes")
+        done.resumed += have
+    with open(part, "ab") as out:
+        if have < f["size"]:
+            kwargs = {"Range": f"bytes={have}-"} if have else {}
+            try:
+                body = remote.s3.get_object(
+                    Bucket=remote.bucket, Key=remote.key(name, path), **kwargs
+                )["Body"]
+                size = throttle.chunk()
+                while block := body.read(size):
+                    out.write(block)
+                    digest.update(block)
+                    done.fetched += len(block)
+                    throttle.take(len(block))
+            except remote._errors as e:
+                if isinstance(e, OSError) and e.errno is not None:  # ours: the disk
+                    raise RemoteError(f"{where}: cannot write {part}: {e.strerror}") from None
+                if remote._missing(e):
+                    raise Refused(f"{where}: {path} is missing from the bucket") from None
+                raise remote._fail(f"cannot read {name}/{path}", e) from None
+        out.flush()
+        os.fsync(out.fileno())
+    got = part.stat().st_size
+    if got != f["size"] or digest.hexdigest() != f["sha256"]:
+        part.unlink()
+        what = f"{got:,} bytes, {f['size']:,} listed" if got != f["size"] else "sha256 mismatch"
+        raise Refused(f"{where}: {path} {what}")
+    os.rename(part, final)
+
+
+# --- Sync ------------------------------------------------------------------------------------
+
+
+@dataclass
+class SyncState:
+    """What a sync has done, for its log and its metrics file."""
+
+    pulls: int = 0
+    refusals: int = 0
+    errors: int = 0
+    reloads: int = 0
+    unmoved: int = 0  # reloads after which the server did not serve the new version
+    local: int | None = None
+    remote: int | None = None
+    last_check: float = 0.0
+    refused: dict[int, str] = field(default_factory=dict)  # version -> files.json ETag
+
+    def metrics(self) -> str:
+        """The Prometheus text format (a node_exporter textfile collector reads it)."""
+        lines = []
+        for metric, kind, value, help_ in (
+            ("kv_sync_pulls_total", "counter", self.pulls, "Versions pulled and switched to."),
+            (
+                "kv_sync_refusals_total",
+                "counter",
+                self.refusals,
+                "Versions refused (checksum, listing, missing files, bad snapshot).",
+            ),
+            (
+                "kv_sync_errors_total",
+                "counter",
+                self.errors,
+                "Checks or pulls that failed for a reason to retry (network, disk space).",
+            ),
+            ("kv_sync_reloads_total", "counter", self.reloads, "SIGHUPs sent to the server."),
+            (
+                "kv_sync_reloads_unmoved_total",
+                "counter",
+                self.unmoved,
+                "Reloads after which the server (--port) did not serve the new version.",
+            ),
+            ("kv_sync_local_version", "gauge", self.local, "The version current points at."),
+            ("kv_sync_remote_version", "gauge", self.remote, "The version the bucket names."),
+            (
+                "kv_sync_last_check_timestamp_seconds",
+                "gauge",
+                self.last_check,
+                "When the bucket was last read.",
+            ),
+        ):
+            lines += [f"# HELP {metric} {help_}", f"# TYPE {metric} {kind}"]
+            lines.append(f"{metric} {-1 if value is None else value}")
+        return "\n".join(lines) + "\n"
+
+
+def write_metrics(path: str | os.PathLike[str], state: SyncState) -> None:
+    """Replace the metrics file atomically (a reader never sees half of it)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(state.metrics())
+    os.replace(tmp, path)
+
+
+def server_pid(pid_file: str | None = None, port: int | None = None) -> int | None:
+    """The server's master: the PID in pid_file, or the process listening on port whose
+    parent does not (a gunicorn master; its workers share the socket)."""
+    if pid_file:
+        try:
+            return int(Path(pid_file).read_text().strip())
+        except (OSError, ValueError):
+            return None
+    if port is None:
+        return None
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            f = row.split()
+            if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{f[9]}]")
+    holders = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in inodes for fd in fds):
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                holders[int(pid)] = int(stat.rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+    masters = [pid for pid, parent in holders.items() if parent not in holders]
+    return masters[0] if len(masters) == 1 else None
+
+
+def sync_once(
+    url: str,
+    root: str | os.PathLike[str],
+    state: SyncState,
+    *,
+    pid_file: str | None = None,
+    port: int | None = None,
+    keep: int = 3,
+    max_bytes_per_second: int | None = None,
+    say: Say = _quiet,
+    client=None,
+) -> None:
+    """One look at the bucket: a new version is pulled and the server reloaded; a bad one
+    refused and logged (the old one keeps serving) and not tried again until the bucket's
+    listing of it changes."""
+    state.last_check = time.time()
+    try:
+        state.local = versions.current_version(root)
+    except SnapshotError:
+        state.local = None
+    try:
+        remote = Remote(url, client)
+        number = state.remote = remote.current()
+        if number == state.local:
+            return
+        try:
+            etag = remote.files(number)[1]
+            missing = None
+        except Refused as e:  # not there (yet): refused once, until it appears
+            etag, missing = "missing", e
+        if state.refused.get(number) == etag:
+            return  # refused already, and said so then
+        try:
+            if missing:
+                raise missing
+            done = pull(
+                url,
+                root,
+                version=number,
+                keep=keep,
+                max_bytes_per_second=max_bytes_per_second,
+                say=say,
+                client=remote.s3,
+            )
+        except Refused:
+            state.refused[number] = etag
+            raise
+    except Refused as e:
+        state.refusals += 1
+        serving = f"version-{state.local}" if state.local is not None else "nothing"
+        say(f"sync: refused: {e}; {serving} keeps serving")
+        return
+    except SnapshotError as e:
+        state.errors += 1
+        say(f"sync: {e}; will try again")
+        return
+    state.pulls += 1
+    state.local = done.version
+    fetched = f"{done.fetched / 1e6:,.1f} MB in {done.seconds:.1f} s"
+    if done.resumed:
+        fetched += f", {done.resumed / 1e6:,.1f} MB kept from an earlier pull"
+    say(
+        f"sync: {url}: pulled version-{done.version} ({fetched}); current -> version-{done.version}"
+    )
+    pid = server_pid(pid_file, port)
+    if pid is None:
+        if pid_file or port:
+            say("sync: no server to reload (it opens current when it starts)")
+        return
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as e:
+        state.errors += 1
+        say(f"sync: cannot reload the server (pid {pid}): {e.strerror or e}")
+        return
+    state.reloads += 1
+    say(f"sync: sent SIGHUP to the server (pid {pid})")
+    if port is not None:
+        why = _serves(port, done.version, RELOAD_WAIT)
+        if why:
+            state.unmoved += 1
+            say(f"sync: the server on port {port} does not serve version-{done.version}: {why}")
+        else:
+            say(f"sync: the server on port {port} serves version-{done.version}")
+
+
+RELOAD_WAIT = 60.0  # seconds a server may take to reload (its old workers drain first)
+
+
+def _serves(port: int, version: int, wait: float) -> str | None:
+    """None once the server on port answers /readyz from version-N; else why not."""
+    import urllib.request
+
+    deadline = time.monotonic() + wait
+    why = "no answer"
+    while True:
+        try:
+            url = f"http://127.0.0.1:{port}/readyz"
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                served = json.load(answer).get("snapshot_version")
+            if served == version:
+                return None
+            why = f"it serves version-{served}"
+        except (OSError, ValueError) as e:
+            why = str(e)
+        if time.monotonic() > deadline:
+            return f"{why} after {wait:.0f} s"
+        time.sleep(0.2)
+
+
+def sync(
+    url: str,
+    root: str | os.PathLike[str],
+    *,
+    interval: float,
+    stop: threading.Event,
+    metrics_file: str | None = None,
+    say: Say = _quiet,
+    **kwargs,
+) -> SyncState:
+    """sync_once every `interval` seconds until stop is set. Anything unexpected is one
+    line and an error counted, and the next look comes: the old version keeps serving."""
+    state = SyncState()
+    while True:
+        try:
+            sync_once(url, root, state, say=say, **kwargs)
+        except Exception as e:  # noqa: BLE001 (a daemon: said, counted, tried again)
+            state.errors += 1
+            say(f"sync: {type(e).__name__}: {e}; will try again")
+        if metrics_file:
+            try:
+                write_metrics(metrics_file, state)
+            except OSError as e:
+                say(f"sync: cannot write {metrics_file}: {e.strerror or e}")
+        if stop.wait(interval):
+            return state
