@@ -219,35 +219,24 @@ def publish(
     pointer go there (DATA_FILE may then be a snapshot directory too); nodes pull it."""
     from kv_app.stores import remote, versions
 
+    options = dict(
+        strict=_strict(on_error),
+        progress=tty_progress(),
+        say=_say,
+        max_value_bytes=max_value_bytes,
+        tmp_dir=tmp_dir,
+        jobs=jobs,
+    )
     if remote.is_remote(root):
         with _refused():
-            number, manifest = remote.publish(
-                data_file,
-                root,
-                strict=_strict(on_error),
-                progress=tty_progress(),
-                say=_say,
-                max_value_bytes=max_value_bytes,
-                tmp_dir=tmp_dir,
-                jobs=jobs,
-            )
+            number, manifest = remote.publish(data_file, root, **options)
         if not os.path.isdir(data_file):
             _built(manifest, data_file)
         click.echo(f"published {root.rstrip('/')}/version-{number}; current -> version-{number}")
         return
     keep = keep_versions or config.DEFAULTS["KEEP_VERSIONS"]
     with _refused():
-        number, manifest = versions.publish(
-            data_file,
-            root,
-            keep=keep,
-            strict=_strict(on_error),
-            progress=tty_progress(),
-            say=_say,
-            max_value_bytes=max_value_bytes,
-            tmp_dir=tmp_dir,
-            jobs=jobs,
-        )
+        number, manifest = versions.publish(data_file, root, keep=keep, **options)
     _built(manifest, data_file)
     click.echo(f"published {root}/version-{number}; current -> version-{number}")
 

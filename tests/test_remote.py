@@ -345,12 +345,7 @@ def test_sync_reloads_the_server_under_load_and_refuses_a_bad_version(s3, start_
         clients = streams(server.url, keys)
         assert kv("publish", str(tagged(tmp_path, "new")), s3.url).returncode == 0
         wait_for(lambda: all(str(c.results[-1][3]).startswith("new:") for c in clients), 60)
-        per_client = [list(c.results) for c in clients]
-        results = finish(clients)
-        assert [r for r in results if r[2] != 200] == []
-        for stream in per_client:
-            seen = [r[3].split(":", 1)[0] for r in stream]
-            assert seen == sorted(seen, key=("old", "new").index) and seen[-1] == "new", seen
+        assert_old_then_new(clients)
         # the file is rewritten just after the SIGHUP, which may be after the reload
         wait_for(lambda: metric(metrics, "kv_sync_reloads_total") == 1, 90)
         assert metric(metrics, "kv_sync_pulls_total") == 1
@@ -414,12 +409,7 @@ def test_cluster_replicas_pull_then_switch_together_or_refuse_naming_one(s3, tmp
         clients = streams(url, keys_of(), n=2, retries=1)  # as test_cluster's switch test
         run("switch", s3.url)
         wait_for(lambda: all(str(c.results[-1][3]).startswith("new:") for c in clients))
-        per_client = [list(c.results) for c in clients]
-        results = finish(clients)
-        assert [r for r in results if r[2] != 200] == []
-        for stream in per_client:
-            seen = [r[3].split(":", 1)[0] for r in stream]
-            assert seen == sorted(seen, key=("old", "new").index) and seen[-1] == "new", seen
+        assert_old_then_new(clients)
 
         # Replica 1's root holds a version-3 that is not the bucket's: it cannot take it.
         assert kv("publish", str(tagged(tmp_path, "third")), s3.url).returncode == 0
@@ -467,3 +457,13 @@ def test_sync_survives_the_unexpected(tmp_path):
     )
     assert state.errors == 1 and state.refusals == 0
     assert said == ["sync: RuntimeError: connection pool exploded; will try again"]
+
+
+def assert_old_then_new(clients) -> None:
+    """Stop the clients: none failed, and each saw the old data, then the new, never back."""
+    per_client = [list(c.results) for c in clients]
+    results = finish(clients)
+    assert [r for r in results if r[2] != 200] == []
+    for stream in per_client:
+        seen = [r[3].split(":", 1)[0] for r in stream]
+        assert seen == sorted(seen, key=("old", "new").index) and seen[-1] == "new", seen

@@ -282,10 +282,10 @@ def test_a_reload_onto_a_bad_version_keeps_the_old_data(start_server, tmp_path, 
     publish(_tagged(tmp_path, "old"), root)
     publish(_tagged(tmp_path, "bad"), root)
     fragment = _damage(root / "version-2", how)
-    versions._point_current(root, 1)
+    versions.point_current(root, 1)
     server = start_server(root)
     key = next(k for k, _ in make_data.pairs(1, seed=11))
-    versions._point_current(root, 2)  # as a careless copy would
+    versions.point_current(root, 2)  # as a careless copy would
     server.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: "reload refused" in server.log())
     assert fragment in server.log()

@@ -489,12 +489,12 @@ def build(
                 skipped_lines=len(found.problems),
             )
             seal(where, manifest)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if shards > 1:  # report the whole
             total = sum(m["data_bytes"] for _, m in written)
             manifest = {**manifest, "pairs": pairs, "data_bytes": total, "shards": shards}
         os.rename(tmp, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     except BaseException:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -674,7 +674,7 @@ def seal(where: Path, manifest: dict) -> None:
     for made in (where / DATA_FILE, where / MANIFEST):
         made.chmod(0o444 & ~umask)
     where.chmod(0o777 & ~umask)  # mkdtemp made it private; snapshots are shared
-    _fsync_dir(where)
+    fsync_dir(where)
 
 
 def _write_json(path: Path, payload: dict) -> None:
@@ -685,7 +685,7 @@ def _write_json(path: Path, payload: dict) -> None:
         os.fsync(f.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

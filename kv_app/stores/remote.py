@@ -36,7 +36,7 @@ from pathlib import Path
 
 from kv_app.loader import iso_time
 from kv_app.stores import versions
-from kv_app.stores.build import _fsync_dir
+from kv_app.stores.build import fsync_dir
 from kv_app.stores.snapshot import (
     DATA_FILE,
     MANIFEST,
@@ -237,19 +237,16 @@ def publish(
     source: str | os.PathLike[str],
     url: str,
     *,
-    strict: bool = True,
-    progress=None,
     say: Say = _quiet,
-    max_value_bytes: int | None = None,
-    tmp_dir: str | os.PathLike[str] | None = None,
-    jobs: int | None = None,
     client=None,
+    **build_options,
 ) -> tuple[int, dict]:
     """Publish source to url as its next version-N: a text file is built first (as
     `kv-app build` builds), a snapshot directory (or a root's current, e.g. the Spark
     build's) is sent as it is. Every file is read for its sha256 and the snapshot checked
     before anything is sent; the files go first, then files.json, then the pointer.
-    Returns (N, the snapshot's manifest)."""
+    Returns (N, the snapshot's manifest). build_options: build's (strict, progress,
+    max_value_bytes, tmp_dir, jobs)."""
     from kv_app.stores.build import build
 
     remote = Remote(url, client)
@@ -261,18 +258,10 @@ def publish(
         if source.is_dir():
             snapshot = resolve(source)
         else:
+            tmp_dir = build_options.get("tmp_dir")
             made = Path(tempfile.mkdtemp(prefix=".kv-app-publish-", dir=tmp_dir))
             snapshot = made / "snapshot"
-            built = build(
-                source,
-                snapshot,
-                strict=strict,
-                progress=progress,
-                max_value_bytes=max_value_bytes,
-                tmp_dir=tmp_dir,
-                say=say,
-                jobs=jobs,
-            )
+            built = build(source, snapshot, say=say, **build_options)
         paths = sorted(str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file())
         paths = [p for p in paths if _SNAPSHOT_FILE.match(p)]
         if not paths:
@@ -414,7 +403,7 @@ def pull(
         else:
             _fetch(remote, root, number, files, max_bytes_per_second, say, done)
         if not stage and now != number:
-            versions._point_current(root, number)
+            versions.point_current(root, number)
             done.switched = True
         if not stage:
             done.pruned = versions.prune(root, keep, say)
@@ -465,9 +454,9 @@ def _fetch(remote, root, number, files, rate, say, done: Pulled) -> None:
     for path in files:
         (staging / path).chmod(0o444)
     for directory in {(staging / p).parent for p in files}:
-        _fsync_dir(directory)
+        fsync_dir(directory)
     os.rename(staging, root / name)
-    _fsync_dir(root)
+    fsync_dir(root)
 
 
 def _fetch_file(remote, name, path, f, staging: Path, throttle, say, done: Pulled) -> None:

@@ -48,7 +48,7 @@ import numpy as np
 from kv_app import config, keyspace, lines, loader
 from kv_app.keys import KEY_LEN, canonical_key, key_text, malformed, shortened
 from kv_app.loader import LoadError, iso_time
-from kv_app.stores.build import RECORD, SnapshotWriter, _fsync_dir, checked_settings, seal
+from kv_app.stores.build import RECORD, SnapshotWriter, checked_settings, fsync_dir, seal
 from kv_app.stores.snapshot import SnapshotError
 from kv_app.stores.versions import publish_with
 
@@ -265,9 +265,9 @@ def _finish(by_shard: dict, work: Path, target: Path, shards: int, name: str, st
     for where, manifest in written:
         manifest["build_seconds"] = seconds
         seal(where, manifest)
-    _fsync_dir(made)
+    fsync_dir(made)
     os.rename(made, target)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     if shards > 1:  # report the whole
         data_bytes = sum(m["data_bytes"] for _, m in written)
         manifest = {**manifest, "pairs": pairs, "data_bytes": data_bytes, "shards": shards}

@@ -19,8 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from kv_app.loader import Progress
-from kv_app.stores.build import _fsync_dir, build
+from kv_app.stores.build import build, fsync_dir
 from kv_app.stores.snapshot import (
     CURRENT,
     VERSION_DIR,
@@ -94,14 +93,14 @@ def current_version(root: str | os.PathLike[str]) -> int | None:
     return int(VERSION_DIR.match(current_target(Path(root))).group(1))
 
 
-def _point_current(root: Path, version: int) -> None:
+def point_current(root: Path, version: int) -> None:
     """Repoint ROOT/current at version-N atomically (a new link renamed over the old)."""
     tmp = root / f".{CURRENT}.{os.getpid()}"
     if tmp.is_symlink():
         tmp.unlink()
     os.symlink(f"version-{version}", tmp)  # relative: the root can be moved or mounted
     os.replace(tmp, root / CURRENT)
-    _fsync_dir(root)
+    fsync_dir(root)
 
 
 def publish(
@@ -109,33 +108,17 @@ def publish(
     root: str | os.PathLike[str],
     *,
     keep: int = 3,
-    strict: bool = True,
-    progress: Progress | None = None,
     say: Say = _quiet,
-    max_value_bytes: int | None = None,
-    tmp_dir: str | os.PathLike[str] | None = None,
-    jobs: int | None = None,
+    **build_options,
 ) -> tuple[int, dict]:
     """Build data_file as the next version under root, check it (every byte), then make
     it current; keep the newest `keep` versions (the current one always, and any that a
     live server holds). A version that fails its build or its checks is removed and never
     made current. All of it under root's lock; say() gets a line for each thing worth
     telling (a wait for the lock, leftovers removed, versions kept because in use).
-    max_value_bytes, tmp_dir, jobs: as build's."""
+    build_options: build's (strict, progress, max_value_bytes, tmp_dir, jobs)."""
     return publish_with(
-        root,
-        lambda target: build(
-            data_file,
-            target,
-            strict=strict,
-            progress=progress,
-            max_value_bytes=max_value_bytes,
-            tmp_dir=tmp_dir,
-            say=say,
-            jobs=jobs,
-        ),
-        keep=keep,
-        say=say,
+        root, lambda target: build(data_file, target, say=say, **build_options), keep=keep, say=say
     )
 
 
@@ -166,7 +149,7 @@ def publish_with(
         except SnapshotError:
             shutil.rmtree(target, ignore_errors=True)
             raise
-        _point_current(root, number)
+        point_current(root, number)
         prune(root, keep, say)
     return number, manifest
 
@@ -193,7 +176,7 @@ def _rollback(root: Path, to: int | None) -> int:
             if to is not None:
                 raise SnapshotError(f"{root}: cannot roll back to version {version}: {e}") from None
             continue
-        _point_current(root, version)
+        point_current(root, version)
         return version
     raise SnapshotError(f"{root}: no good version before version {now} to roll back to")
 
