@@ -91,11 +91,12 @@ def set_store(app: Flask, store: Store) -> None:
     """Serve store from now on (the one reference the app holds: the old one is freed)."""
     app.extensions[api.STORE] = store
     http = app.extensions[api.HTTP] = api.caching(store, app.config)
+    served_web = app.extensions[web.WEB]
     app.extensions[SERVED] = Served(
         store,
         http["version"],
         (
-            ("Vary", app.extensions[web.WEB].vary(compressible=False)),
+            ("Vary", served_web.vary(compressible=False)),
             ("X-Data-Version", http["version"]),
             ("Cache-Control", http["found"]),
             ("Last-Modified", http["Last-Modified"]),
@@ -103,7 +104,9 @@ def set_store(app: Flask, store: Store) -> None:
         ),
         app.config["METRICS"],
         bool(store.describe().get("shard")),
-        app.extensions[web.WEB],
+        served_web,
+        ("Vary", served_web.vary(compressible=True)),
+        served_web.cors_headers(),
     )
     docs.show_example(app, store.example_key())
     metrics.set_data(store)

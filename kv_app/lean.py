@@ -51,6 +51,8 @@ class Served:
     metrics: bool
     sharded: bool  # holds one shard of the keys: each id's owner is checked
     web: Web  # what CORS and compression add
+    large_vary: tuple[str, str]  # the Vary of an answer that may be gzipped
+    cors: tuple[tuple[str, str], ...]  # what CORS adds to an answer without Origin
 
 
 class _Ids:
@@ -184,11 +186,11 @@ def _headers(environ, served: Served, etag: str, body: bytes) -> list[tuple[str,
     then after_request's; the request's id is set for the access log. None for an answer
     that may be gzipped, to a client that sends Accept-Encoding: Flask answers it."""
     vary, version, cache, modified, nosniff = served.found_headers
-    web = served.web
-    if web.min_bytes and len(body) >= web.min_bytes:
+    min_bytes = served.web.min_bytes
+    if min_bytes and len(body) >= min_bytes:
         if "HTTP_ACCEPT_ENCODING" in environ:
             return None
-        vary = ("Vary", web.vary(compressible=True))
+        vary = served.large_vary
     rid = environ["kv.request_id"] = request_id(environ.get("HTTP_X_REQUEST_ID"))
     return [
         vary,
@@ -200,7 +202,7 @@ def _headers(environ, served: Served, etag: str, body: bytes) -> list[tuple[str,
         ("Content-Length", str(len(body))),
         nosniff,
         ("X-Request-ID", rid),
-        *web.cors_headers(),
+        *served.cors,
     ]
 
 
