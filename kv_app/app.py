@@ -15,7 +15,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 from werkzeug.http import HTTP_STATUS_CODES
 
-from kv_app import api, config, docs, lean, memory, metrics
+from kv_app import api, config, docs, lean, memory, metrics, web
 from kv_app.lean import SERVED, LeanPath, Served
 from kv_app.loader import LoadError, tty_progress
 from kv_app.stores import STORES, Store, StoreUnavailable
@@ -41,6 +41,7 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = api.body_limit(settings["MAX_BATCH"])
     app.register_blueprint(api.bp)
     docs.init_docs(app)
+    web.init_web(app)  # CORS and gzip, whose headers the lean path needs (Served)
     set_store(app, store)
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(StoreUnavailable, store_unavailable)
@@ -90,11 +91,12 @@ def set_store(app: Flask, store: Store) -> None:
     """Serve store from now on (the one reference the app holds: the old one is freed)."""
     app.extensions[api.STORE] = store
     http = app.extensions[api.HTTP] = api.caching(store, app.config)
+    served_web = app.extensions[web.WEB]
     app.extensions[SERVED] = Served(
         store,
         http["version"],
         (
-            ("Vary", "Accept"),
+            ("Vary", served_web.vary(compressible=False)),
             ("X-Data-Version", http["version"]),
             ("Cache-Control", http["found"]),
             ("Last-Modified", http["Last-Modified"]),
@@ -102,22 +104,39 @@ def set_store(app: Flask, store: Store) -> None:
         ),
         app.config["METRICS"],
         bool(store.describe().get("shard")),
+        served_web,
+        ("Vary", served_web.vary(compressible=True)),
+        served_web.cors_headers(),
     )
     docs.show_example(app, store.example_key())
     metrics.set_data(store)
 
 
 def app_from_environ() -> Flask:
-    """The app from KV_* variables, for gunicorn. A setting or data file that cannot be
-    served stops start-up with one line on stderr and exit status 1."""
+    """The app from KV_* variables, for gunicorn; logs where the docs are. A setting or
+    data file that cannot be served stops start-up with one line on stderr and exit
+    status 1."""
     try:
-        return create_app()
+        app = create_app()
     except (LoadError, config.ConfigError) as e:
         print(f"kv-app: {e}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
     except MemoryError:
         print("kv-app: out of memory while loading the data", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
+    log.info("%s", where_the_docs_are(app.config))
+    return app
+
+
+def where_the_docs_are(settings: Mapping[str, Any]) -> str:
+    """The start-up line that says where to start: the docs' and the routes' URLs."""
+    host = settings["HOST"]
+    if host in ("0.0.0.0", "::", ""):  # every address: this machine's name works
+        host = "localhost"
+    elif ":" in host:
+        host = f"[{host}]"
+    url = f"http://{host}:{settings['PORT']}"
+    return f"API docs: {url}/docs (Swagger UI), {url}/redoc (ReDoc); routes: curl {url}/"
 
 
 def error_response(status: int, message: str, headers=None, **extra: Any) -> Response:

@@ -231,6 +231,25 @@ SETTINGS: tuple[Setting, ...] = (
         "File kv-app sync rewrites after each look (Prometheus text format: pulls, "
         "refusals, errors, versions), e.g. for node_exporter's textfile collector.",
     ),
+    # Read by the Flask app (kv_app/web.py): browsers on other origins, compression.
+    Setting(
+        "CORS_ORIGINS",
+        "",
+        "Origins whose pages may call the API from a browser (CORS), comma-separated, "
+        "each a scheme, host and port as the browser sends it (https://app.example,"
+        "http://127.0.0.1:8080), or * for any; empty: none (CORS off). Preflights "
+        "(POST /items/batch with JSON) are answered; errors carry the headers too.",
+    ),
+    Setting(
+        "COMPRESS_MIN_BYTES",
+        1024,
+        "JSON and text answers of at least this many bytes are gzipped for clients that "
+        "accept gzip (their ETag gets a :gzip suffix); 0: never compress.",
+        int,
+        (),
+        0,
+        1 << 30,
+    ),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

@@ -1,5 +1,6 @@
 """API docs served by the app itself, offline: Swagger UI at /docs, ReDoc at /redoc,
-the OpenAPI 3 spec at /openapi.json. No Flask views of the API live here.
+the OpenAPI 3 spec at /openapi.json, and GET / (the routes as JSON; a browser is sent to
+/docs). No Flask views of the API live here.
 
 flasgger builds the spec from the views' docstrings; the two pages are kv_app's own
 templates over vendored bundles (kv_app/static), so nothing else is served: none of
@@ -9,9 +10,11 @@ flasgger's own static files (an old Swagger UI and jQuery) and none of its extra
 from __future__ import annotations
 
 import copy
+import re
 
+import orjson
 from flasgger import NO_SANITIZER, Swagger
-from flask import Blueprint, Flask, Response, render_template
+from flask import Blueprint, Flask, Response, current_app, render_template, request
 
 from kv_app import __version__, keys
 from kv_app.stores import STORES
@@ -25,8 +28,26 @@ DOCS_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'"
 )
-# ReDoc 2.x always shows a footer logo from a CDN; this keeps the page offline.
-REDOC_CSP = "img-src 'self' data: blob:; connect-src 'self'; frame-ancestors 'none'"
+# ReDoc: as strict, but for what ReDoc 2 needs beyond Swagger UI: its search runs in a web
+# worker made from a blob: URL (worker-src), and its footer logo, from a CDN, is blocked
+# (img-src) so the page stays offline. Its start-up script is a file, as on /docs.
+REDOC_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; worker-src blob:; connect-src 'self'; frame-ancestors 'none'"
+)
+# The tags in the order the pages show them: the lookups first, health last.
+TAGS = [
+    {"name": "items", "description": "Look up values by id: one, or many in one request."},
+    {"name": "health", "description": "Liveness and readiness, for load balancers."},
+]
+HOW_TO = (
+    "Read-only key-value server: the value of every id of a data file.\n\n"
+    "Ask for one id with `GET /items/{id}` (JSON, or the bare value with "
+    "`Accept: text/plain`), or for up to KV_MAX_BATCH ids in one `POST /items/batch` "
+    'with a body `{"ids": [...]}`; every error is JSON with a status and a message. '
+    "Example: `curl http://HOST:PORT/items/{id}`. Here, open a route and press "
+    "'Try it out', then 'Execute': the example id is one of the data served."
+)
 
 # What each error status looks like, shown as its example in /docs and /redoc.
 ERRORS = {
@@ -87,8 +108,9 @@ TEMPLATE = {
     "info": {
         "title": "kv_app",
         "version": __version__,
-        "description": "Read-only key-value server: the value of every id of a data file.",
+        "description": HOW_TO,
     },
+    "tags": TAGS,
     "components": {
         "parameters": {
             "ItemId": {
@@ -207,6 +229,43 @@ SWAGGER_CONFIG = {
 }
 
 
+@bp.get("/")
+def index() -> Response:
+    """Where to start: the routes (JSON), or the API docs for a browser."""
+    if _wants_html():
+        # A bare redirect: a browser follows it, and there is no HTML page to show.
+        return Response(status=302, headers={"Location": "/docs", "Vary": "Accept"})
+    body = {
+        "name": "kv_app",
+        "version": __version__,
+        "docs": {"swagger_ui": "/docs", "redoc": "/redoc", "openapi": SPEC_URL},
+        "routes": routes(current_app),
+    }
+    return Response(orjson.dumps(body), content_type="application/json", headers={"Vary": "Accept"})
+
+
+def routes(app: Flask) -> list[dict[str, str]]:
+    """Each route of the API and of these docs: method, path (as in the spec), summary."""
+    found = []
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.split(".")[0] in ("api", "docs") and rule.endpoint != "docs.index":
+            summary = (app.view_functions[rule.endpoint].__doc__ or "").strip().splitlines()
+            path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+            for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+                if path == "/docs/":  # the same page as /docs
+                    continue
+                found.append({"method": method, "path": path, "summary": summary[0]})
+    return found
+
+
+def _wants_html() -> bool:
+    """Does the client (a browser) rank HTML above JSON? curl's */* does not."""
+    accept = request.accept_mimetypes
+    return accept["text/html"] > accept["application/json"]
+
+
+# Both spellings serve the page: no redirect, whose HTML body `curl /docs` would show.
+@bp.get("/docs")
 @bp.get("/docs/")
 def swagger_ui() -> Response:
     """The Swagger UI page ('Try it out' works against this server)."""

@@ -5,7 +5,9 @@ computed once per data version, and hands every other request to the app unchang
 It answers only what it can answer exactly as the blueprint would, asking for JSON (no
 Accept, `*/*` or application/json): a GET or HEAD of an id (either case) that is there,
 without If-None-Match; a batch with a Content-Length within the limit, whose ids are all
-this store's and whose answer is a 200. Anything else (a missing or malformed id, text, a
+this store's and whose answer is a 200. With CORS on, only requests without Origin (what
+flask-cors adds to those is constant); an answer that may be gzipped (kv_app/web.py) only
+for a client that sends no Accept-Encoding. Anything else (a missing or malformed id, text, a
 conditional request, another shard's id, a bad body, a store that cannot answer, any
 other route) goes to Flask, which stays the documented route and the source of the spec;
 a batch's body, once read, is handed on as it was read. tests/test_lean.py sends the same
@@ -26,6 +28,7 @@ import orjson
 from kv_app import api, metrics
 from kv_app.keys import KEY_LEN, canonical_key
 from kv_app.stores import StoreUnavailable
+from kv_app.web import Web
 
 _PREFIX = "/items/"
 _JSON_ACCEPTS = frozenset((None, "*/*", "application/json"))
@@ -47,6 +50,9 @@ class Served:
     found_headers: tuple[tuple[str, str], ...]
     metrics: bool
     sharded: bool  # holds one shard of the keys: each id's owner is checked
+    web: Web  # what CORS and compression add
+    large_vary: tuple[str, str]  # the Vary of an answer that may be gzipped
+    cors: tuple[tuple[str, str], ...]  # what CORS adds to an answer without Origin
 
 
 class _Ids:
@@ -88,7 +94,9 @@ class LeanPath:
         method = environ["REQUEST_METHOD"]
         path = environ.get("PATH_INFO", "")
         answer = None
-        if environ.get("HTTP_ACCEPT") in _JSON_ACCEPTS:
+        if environ.get("HTTP_ACCEPT") in _JSON_ACCEPTS and not (
+            "HTTP_ORIGIN" in environ and self.app.extensions[SERVED].web.origins
+        ):
             if (
                 (method == "GET" or method == "HEAD")
                 and len(path) == len(_PREFIX) + KEY_LEN
@@ -139,6 +147,8 @@ class LeanPath:
             return None
         found_body, found = api.batch_body(keys, store.get_many(keys))
         headers = _headers(environ, served, api.batch_etag(served.version, keys), found_body)
+        if headers is None:
+            return None
         if served.metrics:
             metrics.batch(len(keys))
             metrics.lookups(found, len(keys) - found)
@@ -163,17 +173,25 @@ class LeanPath:
             return None
         body = orjson.dumps({"id": key, "value": value})
         headers = _headers(environ, served, f'"{served.version}-{key}-j"', body)
+        if headers is None:
+            return None
         if served.metrics:
             metrics.lookups(1, 0)
             metrics.counted(environ["REQUEST_METHOD"], _ROUTE, 200, started)
         return headers, [] if head else [body]
 
 
-def _headers(environ, served: Served, etag: str, body: bytes) -> list[tuple[str, str]]:
+def _headers(environ, served: Served, etag: str, body: bytes) -> list[tuple[str, str]] | None:
     """A found answer's headers, as Flask orders them: those the view gives, Flask's own,
-    then after_request's; the request's id is set for the access log."""
-    rid = environ["kv.request_id"] = request_id(environ.get("HTTP_X_REQUEST_ID"))
+    then after_request's; the request's id is set for the access log. None for an answer
+    that may be gzipped, to a client that sends Accept-Encoding: Flask answers it."""
     vary, version, cache, modified, nosniff = served.found_headers
+    min_bytes = served.web.min_bytes
+    if min_bytes and len(body) >= min_bytes:
+        if "HTTP_ACCEPT_ENCODING" in environ:
+            return None
+        vary = served.large_vary
+    rid = environ["kv.request_id"] = request_id(environ.get("HTTP_X_REQUEST_ID"))
     return [
         vary,
         version,
@@ -184,6 +202,7 @@ def _headers(environ, served: Served, etag: str, body: bytes) -> list[tuple[str,
         ("Content-Length", str(len(body))),
         nosniff,
         ("X-Request-ID", rid),
+        *served.cors,
     ]
 
 

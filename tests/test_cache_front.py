@@ -3,9 +3,11 @@ installed). Its other tests (HITs, staleness, request ids) are in test_faults.py
 
 from __future__ import annotations
 
+import gzip
 import shutil
 from collections import Counter
 
+import orjson
 import pytest
 import requests
 from test_faults import nginx_front
@@ -69,3 +71,42 @@ def test_what_is_no_id_is_never_cached(start_server, data_file, tmp_path):
             assert r.headers["X-Cache-Status"] in ("BYPASS", "MISS")
             r = requests.get(f"{url}/readyz", timeout=5)
             assert r.status_code == 200 and r.headers["X-Cache-Status"] != "HIT"
+
+
+@pytest.mark.parametrize("conf", ["nginx.conf", "nginx-cache.conf"])
+def test_gzip_passes_through_the_front_per_client(start_server, tricky_file, tmp_path, conf):
+    """kv_app gzips (KV_COMPRESS_MIN_BYTES); the fronts pass Accept-Encoding and the
+    gzipped answer through, and the cache keeps the encodings apart (Vary): a client
+    that did not ask for gzip never gets it, one that did gets it from the cache, and
+    If-None-Match with either ETag is answered 304 through the front."""
+    path, pairs = tricky_file
+    server = start_server(path)
+    key = "0b7e6bd2-8d4c-4b6a-9c43-2f1a1e6c0a09"  # 5,000 characters: over 1024 bytes
+    gz, identity = {"Accept-Encoding": "gzip"}, {"Accept-Encoding": "identity"}
+    with nginx_front(conf, server.port, tmp_path) as (url, _):
+
+        def get(headers, stream=False):
+            return requests.get(f"{url}/items/{key}", headers=headers, timeout=5, stream=stream)
+
+        for _ in range(3):  # the first fills the cache (nginx-cache.conf); then HITs
+            for headers in (gz, identity):
+                r = get(headers, stream=True)
+                raw = r.raw.read(decode_content=False)
+                assert r.status_code == 200 and "Accept-Encoding" in r.headers["Vary"]
+                if headers is gz:
+                    assert r.headers["Content-Encoding"] == "gzip"
+                    assert r.headers["ETag"].endswith(':gzip"')
+                    assert gzip.decompress(raw) == orjson.dumps({"id": key, "value": pairs[key]})
+                else:
+                    assert "Content-Encoding" not in r.headers
+                    assert not r.headers["ETag"].endswith(':gzip"')
+                    assert orjson.loads(raw) == {"id": key, "value": pairs[key]}
+        if conf == "nginx-cache.conf":
+            assert get(gz).headers["X-Cache-Status"] == "HIT"
+            assert get(identity).headers["X-Cache-Status"] == "HIT"
+        for headers in (gz, identity):
+            etag = get(headers).headers["ETag"]
+            r = get({**headers, "If-None-Match": etag})
+            assert r.status_code == 304 and r.content == b"", (headers, etag)
+        small = requests.get(f"{url}/items/{next(iter(pairs))}", headers=gz, timeout=5)
+        assert small.status_code == 200 and "Content-Encoding" not in small.headers

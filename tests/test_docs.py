@@ -63,9 +63,40 @@ def test_try_it_out_request_works(client, data, spec):
     assert r.status_code == 200 and r.get_json()["value"] == data[key]
 
 
-def test_docs_redirects_to_the_page(client):
-    r = client.get("/docs")
-    assert r.status_code == 308 and r.headers["Location"].endswith("/docs/")
+def test_docs_is_the_page_itself_not_a_redirect(client):
+    """`curl /docs` showed werkzeug's HTML redirect page (308 to /docs/): both spellings
+    serve the page now."""
+    pages = [client.get(path) for path in ("/docs", "/docs/")]
+    for r in pages:
+        assert r.status_code == 200 and "Location" not in r.headers
+        assert r.headers["Content-Security-Policy"] == pages[0].headers["Content-Security-Policy"]
+    assert pages[0].get_data() == pages[1].get_data()
+    assert b'id="swagger-ui"' in pages[0].get_data()
+
+
+def test_root_lists_the_routes_as_json(app, client):
+    """curl /, a client: JSON naming the docs and every route of the API."""
+    for accept in (None, "*/*", "application/json"):
+        r = client.get("/", headers={"Accept": accept} if accept else {})
+        assert r.status_code == 200 and r.mimetype == "application/json"
+        body = r.get_json()
+        assert body["docs"] == {
+            "swagger_ui": "/docs",
+            "redoc": "/redoc",
+            "openapi": "/openapi.json",
+        }
+        listed = {(route["path"], route["method"].lower()) for route in body["routes"]}
+        assert api_routes(app) <= listed
+        assert all(route["summary"] for route in body["routes"])
+        assert r.headers["Vary"] == "Accept"
+
+
+def test_root_sends_a_browser_to_the_docs(client):
+    """A browser (HTML ranked above JSON) goes to /docs, with a bare redirect."""
+    browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+    r = client.get("/", headers={"Accept": browser})
+    assert r.status_code == 302 and r.headers["Location"] == "/docs"
+    assert r.get_data() == b"" and r.headers["Vary"] == "Accept"
 
 
 @pytest.mark.parametrize("page", ["/docs/", "/redoc"])
@@ -129,6 +160,8 @@ def test_every_route_served_is_known(app):
         "/items/batch",
         "/healthz",
         "/readyz",
+        "/",
+        "/docs",
         "/docs/",
         "/redoc",
         "/openapi.json",
@@ -161,7 +194,39 @@ def test_each_error_has_its_own_example(spec):
     assert examples[404]["error"] == "Not Found" and examples[413]["error"].endswith("Large")
 
 
-def test_redoc_blocks_remote_images_and_connections(client):
-    csp = client.get("/redoc").headers["Content-Security-Policy"]
-    assert "img-src 'self' data: blob:" in csp and "connect-src 'self'" in csp
-    assert 'Redoc.init("/openapi.json"' in client.get("/redoc").get_data(as_text=True)
+def csp_of(client, page: str) -> dict[str, str]:
+    policy = client.get(page).headers["Content-Security-Policy"]
+    return dict(part.strip().split(" ", 1) for part in policy.split(";"))
+
+
+def test_redoc_is_as_strict_as_docs(client):
+    """ReDoc's CSP had no default-src nor script-src (any script, inline too): now the
+    same as /docs', plus its search worker (blob:); remote images (its CDN logo) and
+    connections are blocked. tests/test_browser.py checks it renders under it."""
+    docs, redoc = csp_of(client, "/docs"), csp_of(client, "/redoc")
+    assert redoc.pop("worker-src") == "blob:"
+    assert redoc == docs
+    assert redoc["script-src"] == "'self'" and redoc["default-src"] == "'self'"
+    assert redoc["img-src"] == "'self' data:" and redoc["connect-src"] == "'self'"
+    html = client.get("/redoc").get_data(as_text=True)
+    assert "<script>" not in html and 'data-spec="/openapi.json"' in html
+    with client.get("/static/docs/redoc-init.js") as r:
+        assert "root.dataset.spec" in r.get_data(as_text=True)
+
+
+def test_lookups_come_first_health_last(spec):
+    """The pages show tags in the spec's order: items, then health; the description
+    says how to use the API."""
+    assert [tag["name"] for tag in spec["tags"]] == ["items", "health"]
+    used = {tag for ops in spec["paths"].values() for op in ops.values() for tag in op["tags"]}
+    assert used == {"items", "health"}
+    description = spec["info"]["description"]
+    assert "GET /items/{id}" in description and "POST /items/batch" in description
+    assert "Try it out" in description
+
+
+def test_try_it_out_is_a_button(client):
+    """With tryItOutEnabled the forms open at once and the button says 'Cancel': Swagger
+    users look for 'Try it out'."""
+    with client.get("/static/docs/swagger-init.js") as r:
+        assert "tryItOutEnabled: true" not in r.get_data(as_text=True)

@@ -20,18 +20,30 @@ from kv_app.lean import request_id
 
 KEYS = sorted(TRICKY)
 MISSING = "0b7e6bd2-8d4c-4b6a-9c43-2f1a1e6c0aff"
+ALLOWED = "http://127.0.0.1:8081"
+# KV_CORS_ORIGINS: off (the default), a list, any origin. Compression is on (the default,
+# 1024 bytes): TRICKY's 5,000-character value and large batches are over it.
+CORS = ["", f"{ALLOWED},https://b.example", "*"]
+ORIGINS = [None, ALLOWED, "https://evil.example", "null", ""]
+ENCODINGS = [None, "gzip", "gzip, deflate, br, zstd", "identity", "br", "*", "", "gzip;q=0"]
 
 
 @pytest.fixture(scope="module")
 def apps(tricky_file_once):
-    """(lean, through Flask only) test clients over the same store, for each kind."""
-    return {
-        kind: tuple(
-            create_app({"DATA_PATH": "unused"}, store=store, lean=lean).test_client()
+    """(lean, through Flask only) test clients over the same store, for each kind, and
+    for each CORS setting as apps[kind, cors] (apps[kind]: CORS off)."""
+    clients = {
+        (kind, cors): tuple(
+            create_app(
+                {"DATA_PATH": "unused", "CORS_ORIGINS": cors}, store=store, lean=lean
+            ).test_client()
             for lean in (True, False)
         )
         for kind, store in tricky_file_once.items()
+        for cors in CORS
     }
+    clients.update({kind: clients[kind, ""] for kind in tricky_file_once})
+    return clients
 
 
 def ids():
@@ -72,12 +84,19 @@ REQUEST_IDS = [None, "given-id-1", "bad id with spaces", "x" * 200]
     match=st.sampled_from(MATCHES),
     rid=st.sampled_from(REQUEST_IDS),
     query=st.sampled_from(["", "?x=1"]),
+    cors=st.sampled_from(CORS),
+    origin=st.sampled_from(ORIGINS),
+    encoding=st.sampled_from(ENCODINGS),
 )
 def test_the_lean_path_answers_as_the_blueprint(
-    apps, kind, method, item, accept, match, rid, query
+    apps, kind, method, item, accept, match, rid, query, cors, origin, encoding
 ):
-    lean, plain = apps[kind]
-    headers = given_headers(Accept=accept, **{"X-Request-ID": rid})
+    lean, plain = apps[kind, cors]
+    headers = given_headers(
+        Accept=accept,
+        Origin=origin,
+        **{"X-Request-ID": rid, "Accept-Encoding": encoding},
+    )
     if match is not None:
         etag_bare = plain.get(f"/items/{KEYS[0]}").headers["ETag"].strip('"')
         headers["If-None-Match"] = match.format(etag=f'"{etag_bare}"', etag_bare=etag_bare)
@@ -94,11 +113,13 @@ def given_headers(**headers: str | None) -> dict[str, str]:
 
 
 def assert_same(first, second, rid: str | None) -> None:
-    """The same status, body and headers (but for a request id the app made)."""
+    """The same status, body and headers (but for a request id the app made, and the
+    Date a gzipped answer gets, which may be a second apart)."""
     assert first.status == second.status
     assert first.get_data() == second.get_data()
+    assert ("Date" in first.headers) == ("Date" in second.headers)
     given = rid is not None and rid == first.headers.get("X-Request-ID")
-    strip = () if given else ("X-Request-ID",)
+    strip = ("Date",) if given else ("X-Request-ID", "Date")
     assert [h for h in first.headers.items() if h[0] not in strip] == [
         h for h in second.headers.items() if h[0] not in strip
     ]
@@ -168,10 +189,19 @@ def batch_bodies():
     accept=st.sampled_from(ACCEPTS),
     rid=st.sampled_from(REQUEST_IDS),
     content_type=st.sampled_from(["application/json", "text/plain", None]),
+    cors=st.sampled_from(CORS),
+    origin=st.sampled_from(ORIGINS),
+    encoding=st.sampled_from(ENCODINGS),
 )
-def test_the_lean_batch_answers_as_the_blueprint(apps, kind, body, accept, rid, content_type):
-    lean, plain = apps[kind]
-    headers = given_headers(Accept=accept, **{"X-Request-ID": rid, "Content-Type": content_type})
+def test_the_lean_batch_answers_as_the_blueprint(
+    apps, kind, body, accept, rid, content_type, cors, origin, encoding
+):
+    lean, plain = apps[kind, cors]
+    headers = given_headers(
+        Accept=accept,
+        Origin=origin,
+        **{"X-Request-ID": rid, "Content-Type": content_type, "Accept-Encoding": encoding},
+    )
     answers = [client.post("/items/batch", data=body, headers=headers) for client in (lean, plain)]
     assert_same(*answers, rid)
 
@@ -241,3 +271,29 @@ def test_request_ids_made_here_are_unique_across_workers():
     os.waitpid(pid, 0)
     assert len(theirs) == 1000 and not theirs & mine
     assert request_id("given-id") == "given-id"
+
+
+@pytest.mark.parametrize("cors", CORS)
+def test_what_the_lean_path_answers_and_what_it_hands_to_flask(tricky_file_once, cors):
+    """Without Origin or Accept-Encoding (the common case) the lean path answers, CORS on
+    or off, large answers too; with an Origin (CORS on) or Accept-Encoding on an answer
+    that may be gzipped, Flask does."""
+    app = create_app({"DATA_PATH": "unused", "CORS_ORIGINS": cors}, store=tricky_file_once["dict"])
+    seen = []
+    app.before_request(lambda: seen.append(1))
+    client = app.test_client()
+    large = "0b7e6bd2-8d4c-4b6a-9c43-2f1a1e6c0a09"
+    cases = [
+        ({}, KEYS[0], False),
+        ({}, large, False),
+        ({"Accept-Encoding": "gzip"}, KEYS[0], False),  # too small to be gzipped
+        ({"Accept-Encoding": "gzip"}, large, True),
+        ({"Origin": ALLOWED}, KEYS[0], bool(cors)),
+    ]
+    for headers, key, through_flask in cases:
+        seen.clear()
+        assert client.get(f"/items/{key}", headers=headers).status_code == 200
+        assert bool(seen) == through_flask, (headers, key)
+        seen.clear()
+        r = client.post("/items/batch", json={"ids": [key]}, headers=headers)
+        assert r.status_code == 200 and bool(seen) == through_flask, (headers, key)

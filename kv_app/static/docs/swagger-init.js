@@ -9,7 +9,9 @@ window.addEventListener("load", function () {
     presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
     plugins: [SwaggerUIBundle.plugins.DownloadUrl],
     layout: "BaseLayout",
-    tryItOutEnabled: true,
+    // Not tryItOutEnabled: each operation shows the 'Try it out' button Swagger users
+    // look for (with it on, the forms open at once and the button says 'Cancel').
+    displayRequestDuration: true,
     validatorUrl: null
   });
 });
