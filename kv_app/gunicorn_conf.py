@@ -22,6 +22,7 @@ from gunicorn import util as _gunicorn_util
 from gunicorn.glogging import Logger as _GunicornLogger
 
 from kv_app import config as _config
+from kv_app import processes as _processes
 from kv_app import reloading as _reloading
 
 # Importing this module only reads the settings: the process is set up by the logger's
@@ -184,11 +185,17 @@ def _set_up_master() -> None:
     - Metrics across workers: KV_METRICS_DIR or a fresh directory for each start,
       removed on exit (_reloading.metrics_dir).
     - kv_app's own log lines in gunicorn's format and level.
+    - A port already in use stops start-up now, with one line and exit status 1, before
+      the data loads (gunicorn would load it all, then retry the bind for 5 s).
     """
     global _is_set_up, _made_metrics_dir
     if _is_set_up:
         return
     _is_set_up = True
+    refused = _processes.cannot_listen(_kv["HOST"], _kv["PORT"])
+    if refused:
+        print(f"kv-app: {refused}", file=sys.stderr, flush=True)
+        raise SystemExit(1)
     signal.signal(signal.SIGHUP, lambda signum, frame: _EARLY_HUP.append(time.time()))
     _made_metrics_dir = _reloading.metrics_dir(_kv["METRICS_DIR"])
     _log_like_gunicorn(_kv["LOG_LEVEL"])
