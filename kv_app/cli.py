@@ -290,20 +290,20 @@ def rollback(root: str, to: int | None) -> None:
     envvar="KV_URL",
     default="http://127.0.0.1:8123",
     show_default=True,
-    help="Server base URL [env KV_URL].",
+    help="Server base URL; http:// is assumed without a scheme (127.0.0.1:8123) [env KV_URL].",
 )
 def get(keys: tuple[str, ...], url: str) -> None:
     """Print the value of each KEY (one key: the bare value; several: `key<TAB>value`,
     fetched with one batch request per 1000 keys)."""
-    with KVClient(url) as client:
-        try:
+    try:
+        with KVClient(url) as client:  # http:// assumed for a URL without a scheme
             if len(keys) == 1:
                 value = client.get(keys[0])
                 values = {} if value is None else {keys[0].lower(): value}
             else:
                 values = client.get_many(keys)
-        except (KVError, ValueError) as e:
-            raise click.ClickException(str(e)) from None
+    except (KVError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
     missing = []
     for key in keys:
         value = values.get(key.lower())

@@ -191,6 +191,18 @@ def test_get_missing_and_malformed(run, server):
     assert r.exit_code == 1 and "malformed id 'nope'" in r.stderr
 
 
+def test_get_takes_a_url_without_a_scheme(run, server, data):
+    k1 = next(iter(data))
+    r = run("get", k1, "--url", f"127.0.0.1:{server.port}")
+    assert r.exit_code == 0 and r.stdout == data[k1] + "\n"
+    r = run("get", k1, "--url", "ftp://127.0.0.1:1")
+    assert r.exit_code == 1
+    assert (
+        r.stderr
+        == "Error: ftp://127.0.0.1:1: a kv_app server's URL starts with http:// or https://\n"
+    )
+
+
 def test_get_unreachable_server(run):
     r = run("get", "00000000-0000-4000-8000-000000000000", "--url", "http://127.0.0.1:9")
     assert r.exit_code == 1 and "cannot reach http://127.0.0.1:9" in r.stderr
