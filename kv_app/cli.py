@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from contextlib import contextmanager
 
@@ -281,6 +282,37 @@ def rollback(root: str, to: int | None) -> None:
     with _refused():
         number = versions.rollback(root, to, say=_say)
     click.echo(f"{root}: current -> version-{number}")
+
+
+@cli.command()
+@settings_options("reload")
+@click.pass_context
+def reload(ctx: click.Context, port: int | None, pid_file: str | None) -> None:
+    """Send SIGHUP to the kv-app master serving on --port (found from the listening
+    socket, on any address) or named by --pid-file: it loads the data again and, only if
+    that succeeds, moves its workers to it. Without either: KV_PID_FILE if set, else
+    KV_PORT, else port 8123."""
+    from kv_app import processes
+
+    given = {
+        name
+        for name in ("port", "pid_file")
+        if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+    }
+    if given == {"port", "pid_file"}:
+        raise click.UsageError("give --port or --pid-file, not both")
+    try:
+        if pid_file and "port" not in given:
+            master = processes.master_from_pid_file(pid_file)
+        else:
+            master = processes.master_on_port(port or config.DEFAULTS["PORT"])
+    except processes.NotFound as e:
+        raise click.ClickException(f"no kv-app master to reload: {e}") from None
+    try:
+        os.kill(master.pid, signal.SIGHUP)
+    except ProcessLookupError:
+        raise click.ClickException(f"the kv-app master, pid {master.pid}, is gone") from None
+    click.echo(f"reloading the kv-app master, pid {master.pid} ({master.how})")
 
 
 @cli.command()

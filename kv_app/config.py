@@ -163,7 +163,10 @@ SETTINGS: tuple[Setting, ...] = (
     # Read by kv_app/gunicorn_conf.py (and kv_app/granian_server.py, where granian has
     # an equivalent).
     Setting("HOST", "127.0.0.1", "Address to listen on (the Docker image sets 0.0.0.0)."),
-    Setting("PORT", 8123, "TCP port to listen on.", int, (), 1, 65535),
+    # kv-app reload finds the server by its port or its pid file.
+    Setting(
+        "PORT", 8123, "TCP port to listen on.", int, (), 1, 65535, commands=("serve", "reload")
+    ),
     Setting("WORKERS", 2, "Worker processes (about one per core).", int, (), 1, 64),
     Setting(
         "WORKER_CLASS",
@@ -193,7 +196,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Level of the server log on stderr (gunicorn's and kv_app's own messages).",
         choices=("debug", "info", "warning", "error", "critical"),
     ),
-    Setting("PID_FILE", None, "Write the master's PID to this file (for kill -HUP)."),
+    Setting(
+        "PID_FILE",
+        None,
+        "Write the master's PID to this file (for kill -HUP or kv-app reload --pid-file).",
+        commands=("serve", "reload"),
+    ),
     # Read by kv-app build and publish.
     Setting(
         "TMP_DIR",
