@@ -1,5 +1,5 @@
 # kv_app: gunicorn serving a data file from a directory mounted read-only at /data.
-#   docker build -t kv-app .          (scripts/build.sh)
+#   docker build -t kv-app:VERSION -t kv-app:latest .   (scripts/build.sh)
 #   docker run -p 8123:8123 -v "$PWD/data:/data:ro" -e KV_DATA_PATH=/data/my.data kv-app
 #                                     (scripts/run.sh my.data)
 FROM python:3.11-slim

@@ -54,11 +54,28 @@ def create_app(
     return app
 
 
+# Where the Docker image (Dockerfile) expects the data to be mounted.
+DOCKER_DATA = "/data"
+
+
+def _unmounted(path: str) -> bool:
+    """Is path under /data while /data is not there (`docker run` of the image without a
+    mount: it said only "/data/data.file: no such file")?"""
+    inside = os.path.abspath(path) + "/"
+    return inside.startswith(DOCKER_DATA + "/") and not os.path.isdir(DOCKER_DATA)
+
+
 def open_store(settings: Mapping[str, Any]) -> Store:
     """Load the data the settings name into their kind of store; log one line about it."""
     path = settings["DATA_PATH"]
     if not path:
         raise config.ConfigError("no data file: pass DATA_FILE or set KV_DATA_PATH")
+    if not os.path.exists(path) and _unmounted(path):
+        raise LoadError(
+            f"{path}: no such file, and nothing is mounted at {DOCKER_DATA}: mount the "
+            f'data\'s directory there (docker run -v "$PWD/data:{DOCKER_DATA}:ro" -e '
+            f"KV_DATA_PATH={DOCKER_DATA}/my.data ...) or set KV_DATA_PATH"
+        )
     # A directory is a snapshot (or a root of snapshot versions), whatever KV_STORE says.
     kind = STORES["snapshot" if os.path.isdir(path) else settings["STORE"]]
     if kind.loads_text and _special(path):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from contextlib import contextmanager
 
 import click
+from click.core import ParameterSource
 
 from kv_app import __version__, config
 from kv_app.client import KVClient, KVError
@@ -17,24 +19,82 @@ from kv_app.loader import check as check_file
 GUNICORN_CONFIG = "python:kv_app.gunicorn_conf"
 
 
-def _option(name: str, **kwargs):
-    """A flag for a setting of kv_app.config, with its KV_* variable and help line."""
+class SettingError(click.ClickException):
+    """A bad value for a setting, from its flag or its variable: one line naming what the
+    user wrote (`kv-app: --port 70000: ...` or `kv-app: KV_PORT=70000: ...`), exit status
+    1, as the server itself says it for a variable (kv_app/gunicorn_conf.py)."""
+
+    exit_code = 1
+
+    def show(self, file=None) -> None:
+        click.echo(f"kv-app: {self.message}", file=file, err=True)
+
+
+class _SettingValue(click.ParamType):
+    """A setting's value, checked by kv_app.config (not by click, whose usage error named
+    the flag even when the user had set the variable, and exited 2)."""
+
+    def __init__(self, setting: config.Setting):
+        self.setting = setting
+        self.name = setting.name.lower()
+
+    def get_metavar(self, param, ctx=None) -> str:
+        if self.setting.choices:
+            return "[" + "|".join(self.setting.choices) + "]"
+        return "INTEGER" if self.setting.kind is int else "TEXT"
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):  # a boolean flag's True/False, or None
+            return value
+        source = ctx.get_parameter_source(param.name) if ctx is not None else None
+        spelling = self.setting.env if source is ParameterSource.ENVIRONMENT else param.opts[0]
+        try:
+            return self.setting.parse(value, spelling)
+        except config.ConfigError as e:
+            raise SettingError(str(e)) from None
+
+
+class _BoolSettingOption(click.Option):
+    """--flag/--no-flag of a true/false setting; its variable is read by the setting
+    (1/true/yes/on, 0/false/no/off), a bad one refused as any other setting's."""
+
+    def value_from_envvar(self, ctx):
+        raw = self.resolve_envvar_value(ctx)
+        if raw is None:
+            return None
+        try:
+            return config.BY_NAME[self.name.upper()].parse(raw)
+        except config.ConfigError as e:
+            raise SettingError(str(e)) from None
+
+
+def _option(name: str):
+    """The flag of a setting of kv_app.config: its spelling, its KV_* variable, its help
+    line, checked by the setting itself. Unset: None (the server reads the environment)."""
     setting = config.BY_NAME[name]
-    flag = setting.flag
-    if setting.choices:
-        kwargs.setdefault("type", click.Choice(setting.choices))
-    elif setting.kind is bool:  # --access-log/--no-access-log; unset: the environment's
-        flag = f"{flag}/--no-{flag[2:]}"
-        kwargs.setdefault("default", None)
-    elif setting.kind is int:
-        kwargs.setdefault("type", click.IntRange(setting.low, setting.high))
-    return click.option(
-        flag,
-        name.lower(),
+    values = f"{setting.low}-{setting.high}; " if setting.kind is int else ""
+    kwargs = dict(
+        default=None,
         envvar=setting.env,
-        help=f"{setting.help} [env {setting.env}; default {setting.default}]",
-        **kwargs,
+        help=f"{setting.help} [env {setting.env}; {values}default {setting.default}]",
     )
+    if setting.kind is bool:  # --access-log/--no-access-log
+        flag = f"{setting.flag}/--no-{setting.flag[2:]}"
+        return click.option(flag, name.lower(), cls=_BoolSettingOption, **kwargs)
+    return click.option(setting.flag, name.lower(), type=_SettingValue(setting), **kwargs)
+
+
+def settings_options(command: str):
+    """Every setting whose row in kv_app.config.SETTINGS names command, as its flag, in
+    the table's order: a new row becomes a flag with no edit here."""
+
+    def decorate(function):
+        for setting in reversed(config.SETTINGS):  # click lists the last decorator last
+            if command in setting.commands:
+                function = _option(setting.name)(function)
+        return function
+
+    return decorate
 
 
 @contextmanager
@@ -68,23 +128,7 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("data_file", envvar="KV_DATA_PATH")
-@_option("SERVER")
-@_option("HOST")
-@_option("PORT")
-@_option("WORKERS")
-@_option("WORKER_CLASS")
-@_option("CONNECTIONS")
-@_option("THREADS")
-@_option("TIMEOUT")
-@_option("ON_ERROR")
-@_option("STORE")
-@_option("MAX_BATCH")
-@_option("MAX_VALUE_BYTES")
-@_option("ACCESS_LOG")
-@_option("METRICS")
-@_option("METRICS_DIR")
-@_option("LOG_LEVEL")
-@_option("PID_FILE")
+@settings_options("serve")
 def serve(data_file: str, **settings) -> None:
     """Serve DATA_FILE over HTTP with gunicorn (settings: kv_app/gunicorn_conf.py), or
     with --server granian (kv_app/granian_server.py)."""
@@ -117,7 +161,7 @@ def serve(data_file: str, **settings) -> None:
     metavar="DATA_FILE",
     help="Snapshot: check that DATA_FILE is what it was built from (sha256; implies --deep).",
 )
-@_option("MAX_VALUE_BYTES")
+@settings_options("check")
 def check(path: str, deep: bool, source: str | None, max_value_bytes: int | None) -> None:
     """Check PATH without serving it: a data file (every bad line as path:line: reason),
     or a snapshot (manifest, format version, size, entries; --deep: every byte)."""
@@ -157,16 +201,13 @@ def _built(manifest: dict, data_file: str) -> None:
 @cli.command()
 @click.argument("data_file")
 @click.argument("snapshot_dir")
-@_option("ON_ERROR")
 @click.option(
     "--shards",
     type=click.Choice(["1", "2", "4", "8", "16"]),
     default="1",
     help="Split by the id's first hex digit into SNAPSHOT_DIR/shard-0 ... (one per node).",
 )
-@_option("MAX_VALUE_BYTES")
-@_option("TMP_DIR")
-@_option("JOBS")
+@settings_options("build")
 def build(
     data_file: str,
     snapshot_dir: str,
@@ -199,11 +240,7 @@ def build(
 @cli.command()
 @click.argument("data_file")
 @click.argument("root")
-@_option("ON_ERROR")
-@_option("KEEP_VERSIONS")
-@_option("MAX_VALUE_BYTES")
-@_option("TMP_DIR")
-@_option("JOBS")
+@settings_options("publish")
 def publish(
     data_file: str,
     root: str,
@@ -367,26 +404,57 @@ def sync(url: str, root: str, port: int | None, **settings) -> None:
 
 
 @cli.command()
+@settings_options("reload")
+@click.pass_context
+def reload(ctx: click.Context, port: int | None, pid_file: str | None) -> None:
+    """Send SIGHUP to the kv-app master serving on --port (found from the listening
+    socket, on any address) or named by --pid-file: it loads the data again and, only if
+    that succeeds, moves its workers to it. Without either: KV_PID_FILE if set, else
+    KV_PORT, else port 8123."""
+    from kv_app import processes
+
+    given = {
+        name
+        for name in ("port", "pid_file")
+        if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+    }
+    if given == {"port", "pid_file"}:
+        raise click.UsageError("give --port or --pid-file, not both")
+    try:
+        if pid_file and "port" not in given:
+            master = processes.master_from_pid_file(pid_file)
+        else:
+            master = processes.master_on_port(port or config.DEFAULTS["PORT"])
+    except processes.NotFound as e:
+        raise click.ClickException(f"no kv-app master to reload: {e}") from None
+    try:
+        os.kill(master.pid, signal.SIGHUP)
+    except ProcessLookupError:
+        raise click.ClickException(f"the kv-app master, pid {master.pid}, is gone") from None
+    click.echo(f"reloading the kv-app master, pid {master.pid} ({master.how})")
+
+
+@cli.command()
 @click.argument("keys", nargs=-1, required=True)
 @click.option(
     "--url",
     envvar="KV_URL",
     default="http://127.0.0.1:8123",
     show_default=True,
-    help="Server base URL [env KV_URL].",
+    help="Server base URL; http:// is assumed without a scheme (127.0.0.1:8123) [env KV_URL].",
 )
 def get(keys: tuple[str, ...], url: str) -> None:
     """Print the value of each KEY (one key: the bare value; several: `key<TAB>value`,
     fetched with one batch request per 1000 keys)."""
-    with KVClient(url) as client:
-        try:
+    try:
+        with KVClient(url) as client:  # http:// assumed for a URL without a scheme
             if len(keys) == 1:
                 value = client.get(keys[0])
                 values = {} if value is None else {keys[0].lower(): value}
             else:
                 values = client.get_many(keys)
-        except (KVError, ValueError) as e:
-            raise click.ClickException(str(e)) from None
+    except (KVError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
     missing = []
     for key in keys:
         value = values.get(key.lower())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
@@ -22,12 +23,31 @@ class KVError(Exception):
         self.status = status
 
 
+def _canonical(key: object) -> str | None:
+    """The canonical form of a key: a UUID string (either case) or a uuid.UUID; else None."""
+    if isinstance(key, uuid.UUID):
+        return str(key)
+    return canonical_key(key)
+
+
 def _checked(key: object) -> str:
     """The canonical form of key; ValueError, as the server's 400, if it is no UUID."""
-    canonical = canonical_key(key)
+    canonical = _canonical(key)
     if canonical is None:
         raise ValueError(malformed(key))
     return canonical
+
+
+def normal_url(url: str) -> str:
+    """url without its trailing slash, http:// assumed when no scheme is given
+    (`127.0.0.1:8123`); ValueError for a scheme other than http and https."""
+    url = url.strip()
+    if "://" not in url:
+        url = "http://" + url
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in ("http", "https"):
+        raise ValueError(f"{url}: a kv_app server's URL starts with http:// or https://")
+    return url.rstrip("/")
 
 
 def _json(response: requests.Response) -> Any:
@@ -62,8 +82,8 @@ _RETRY_STATUSES = (502, 503, 504)
 
 
 class KVClient(ByGet):
-    """Same verbs as the store: get, [], in, plus get_many. Keys may be in either case and
-    are checked here as the server checks them: a malformed key raises ValueError for get,
+    """Same verbs as the store: get, [], in, plus get_many. Keys are UUID strings (either
+    case) or uuid.UUID objects, checked here as the server checks them: a malformed key raises ValueError for get,
     [] and get_many, and is simply not `in` the store. A key the server does not have is
     None (get), KeyError ([]) or False (in); a server that cannot answer raises
     KVUnavailable (after `retries` tries with exponential backoff: every call only reads,
@@ -73,6 +93,9 @@ class KVClient(ByGet):
     front of a split snapshot: when some of them cannot be answered (a shard down), it
     raises KVPartial (a KVUnavailable) carrying the values of the others (`.items`) and
     the ids it could not look up (`.unavailable`), named in its message too.
+
+    A client is not iterable (a server does not list its keys): list(kv) is a TypeError.
+    base_url may leave out the scheme (`127.0.0.1:8123`): http:// is assumed.
 
     etags=True keeps the last answers (up to etag_cache) and asks again with their ETag:
     an unchanged value costs a 304 with no body.
@@ -92,7 +115,7 @@ class KVClient(ByGet):
         etags: bool = False,
         etag_cache: int = 10_000,
     ):
-        self.base_url = base_url.rstrip("/")
+        self.base_url = normal_url(base_url)
         self.batch_size = batch_size
         self.timeout = timeout
         if session is None:
@@ -140,7 +163,7 @@ class KVClient(ByGet):
             raise ValueError(message)
         raise KVError(f"HTTP {response.status_code}: {message}", response.status_code)
 
-    def get(self, key: str, default: str | None = None) -> str | None:
+    def get(self, key: str | uuid.UUID, default: str | None = None) -> str | None:
         """The value of key, or default when the server has no such key.
 
         Raises ValueError for a malformed key and KVError for other errors.
@@ -170,7 +193,7 @@ class KVClient(ByGet):
                 self._etags.popitem(last=False)
         return body["value"]
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, str]:
+    def get_many(self, keys: Iterable[str | uuid.UUID]) -> dict[str, str]:
         """Lower-case id -> value for each of keys the server has (POST /items/batch).
 
         Sends batch_size ids a request (a request per shard's part, for a split snapshot).
@@ -179,7 +202,7 @@ class KVClient(ByGet):
         answered.
         """
         given = list(keys)
-        keys = [canonical_key(key) for key in given]
+        keys = [_canonical(key) for key in given]
         bad = [key for key, canonical in zip(given, keys, strict=True) if canonical is None]
         if bad:
             shown = ", ".join(map(repr, bad[:10])) + (" ..." if len(bad) > 10 else "")
@@ -234,8 +257,15 @@ class KVClient(ByGet):
             (f"shard {n}", f"/shards/{n}/items/batch", part) for n, part in sorted(parts.items())
         ]
 
+    def __iter__(self):
+        # Without this, Python iterates by calling kv[0], kv[1] ...: list(kv) raised
+        # "malformed id 0".
+        raise TypeError(
+            "KVClient is not iterable: a server does not list its keys; use get_many(ids)"
+        )
+
     def __contains__(self, key: object) -> bool:
-        key = canonical_key(key)
+        key = _canonical(key)
         if key is None:
             return False
         response = self._request("HEAD", f"/items/{key}")

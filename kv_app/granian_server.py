@@ -204,7 +204,7 @@ def main() -> None:
         raise SystemExit(1) from None
     made_metrics_dir = reloading.metrics_dir(os.environ.get("KV_METRICS_DIR"))
     try:
-        from kv_app import api, config, metrics
+        from kv_app import api, config, metrics, processes
         from kv_app import app as kv_app_module
 
         try:
@@ -212,6 +212,11 @@ def main() -> None:
         except config.ConfigError as e:
             print(f"kv-app: {e}", file=sys.stderr, flush=True)
             raise SystemExit(1) from None
+        # A port in use: one line and exit 1 now, not after loading the data.
+        refused = processes.cannot_listen(settings["HOST"], settings["PORT"])
+        if refused:
+            print(f"kv-app: {refused}", file=sys.stderr, flush=True)
+            raise SystemExit(1)
         log_config = _logging_config(settings["LOG_LEVEL"], settings["ACCESS_LOG"])
         logging.config.dictConfig(log_config)
         for warning in config.unknown_environ():

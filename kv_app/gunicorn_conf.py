@@ -22,6 +22,7 @@ from gunicorn import util as _gunicorn_util
 from gunicorn.glogging import Logger as _GunicornLogger
 
 from kv_app import config as _config
+from kv_app import processes as _processes
 from kv_app import reloading as _reloading
 
 # Importing this module only reads the settings: the process is set up by the logger's
@@ -184,14 +185,51 @@ def _set_up_master() -> None:
     - Metrics across workers: KV_METRICS_DIR or a fresh directory for each start,
       removed on exit (_reloading.metrics_dir).
     - kv_app's own log lines in gunicorn's format and level.
+    - A port already in use stops start-up now, with one line and exit status 1, before
+      the data loads (gunicorn would load it all, then retry the bind for 5 s).
+    - Process titles say which process is the master, its address and its data (`kv-app
+      master 127.0.0.1:8123 /srv/kv/current`), and `kv-app worker 127.0.0.1:8123`:
+      gunicorn's own ("gunicorn: master [kv-app]") said neither, nor which server.
     """
     global _is_set_up, _made_metrics_dir
     if _is_set_up:
         return
     _is_set_up = True
+    refused = _processes.cannot_listen(_kv["HOST"], _kv["PORT"])
+    if refused:
+        print(f"kv-app: {refused}", file=sys.stderr, flush=True)
+        raise SystemExit(1)
+    _gunicorn_util._setproctitle = _set_title  # gunicorn's titles -> kv_app's
+    _set_title("master")
     signal.signal(signal.SIGHUP, lambda signum, frame: _EARLY_HUP.append(time.time()))
     _made_metrics_dir = _reloading.metrics_dir(_kv["METRICS_DIR"])
     _log_like_gunicorn(_kv["LOG_LEVEL"])
+
+
+def _set_title(gunicorn_title: str) -> None:
+    """gunicorn's util._setproctitle, which it calls as "master [NAME]" (in the master,
+    again on each reload) and "worker [NAME]" (in each new worker)."""
+    if gunicorn_title.startswith("worker"):
+        _processes.set_title(_processes.worker_title(_kv["HOST"], _kv["PORT"]))
+    else:
+        data = os.environ.get("KV_DATA_PATH") or _kv["DATA_PATH"]
+        _processes.set_title(_processes.master_title(_kv["HOST"], _kv["PORT"], data))
+
+
+def _ignore_hup_in(worker) -> None:
+    """A SIGHUP sent to a worker (by mistake: a reload is the master's) is logged and
+    ignored: its default action killed the worker, and nothing was reloaded."""
+
+    def hup(signum, frame):
+        worker.log.warning(
+            "worker %s got SIGHUP and ignored it: to reload, send SIGHUP to the master, "
+            "pid %s (kv-app reload --port %s)",
+            worker.pid,
+            worker.ppid,
+            _kv["PORT"],
+        )
+
+    signal.signal(signal.SIGHUP, hup)
 
 
 # --- Hooks ------------------------------------------------------------------------------
@@ -207,9 +245,10 @@ _STOP_SIGNALS = _reloading.STOP_SIGNALS
 
 
 def when_ready(server):
-    """The server is up: stop signals go before reloads, a reload first loads the data
-    (and goes no further if that fails), and a SIGHUP that arrived while the data was
-    loading is honoured now."""
+    """The server is up: say where its docs are; stop signals go before reloads, a reload
+    first loads the data (and goes no further if that fails), and a SIGHUP that arrived
+    while the data was loading is honoured now."""
+    server.log.info("docs at %s/docs (ReDoc at /redoc)", _processes.url(_kv["HOST"], _kv["PORT"]))
     original_wait = server.wait_for_signals
     server.wait_for_signals = lambda timeout=1.0: _coalesce(original_wait(timeout))
     original_kill = server.kill_worker
@@ -273,6 +312,7 @@ def post_fork(server, worker):
     - Requests gunicorn refuses before the app sees them (a bad request line, framing
       or headers) are answered in the app's JSON error shape, not gunicorn's HTML page.
     - An answer's headers leave with its body, in one send (kv_app/responses.py).
+    - A SIGHUP sent to the worker by mistake is logged and ignored (_ignore_hup_in).
     - oom_score_adj 1000: under a memory limit the kernel kills a worker (the master
       replaces it) rather than the master (which would take every worker with it).
     - A worker that keeps dying (a snapshot truncated under it: SIGBUS) is replaced
@@ -286,6 +326,10 @@ def post_fork(server, worker):
 
     for stop in _STOP_SIGNALS:  # TERM, and INT and QUIT (the master's quick stop)
         signal.signal(stop, lambda signum, frame: setattr(worker, "alive", False))
+    # gunicorn's init_signals (in the worker, after this hook) resets SIGHUP to its
+    # default action (terminate): ignore it, saying so, from then on.
+    init_signals = worker.init_signals
+    worker.init_signals = lambda: (init_signals(), _ignore_hup_in(worker))
     _gunicorn_util.write_error = _write_json_error
     responses.install()  # headers and body in one send
     try:

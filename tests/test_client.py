@@ -85,6 +85,54 @@ def test_keys_of_other_types(kv, key):
     assert key not in kv
 
 
+def test_uuid_objects_are_keys(kv, data):
+    """Before: "malformed id UUID('...')"."""
+    import uuid
+
+    k1, k2 = list(data)[:2]
+    assert kv.get(uuid.UUID(k1)) == data[k1]
+    assert kv[uuid.UUID(k1)] == data[k1]
+    assert uuid.UUID(k1) in kv and uuid.UUID(MISSING) not in kv
+    assert kv.get_many([uuid.UUID(k1), k2.upper(), uuid.UUID(MISSING)]) == {
+        k1: data[k1],
+        k2: data[k2],
+    }
+
+
+def test_a_client_is_not_iterable():
+    """Before: list(kv) called kv[0] and raised "malformed id 0"."""
+    kv = KVClient("http://127.0.0.1:9")
+    with pytest.raises(TypeError, match="KVClient is not iterable: .* use get_many"):
+        list(kv)
+    with pytest.raises(TypeError, match="not iterable"):
+        for _ in kv:
+            pass
+
+
+@pytest.mark.parametrize(
+    "given, url",
+    [
+        ("127.0.0.1:8123", "http://127.0.0.1:8123"),
+        ("localhost:8123/", "http://localhost:8123"),
+        ("https://kv.example:8443/", "https://kv.example:8443"),
+        ("HTTP://127.0.0.1:8123", "HTTP://127.0.0.1:8123"),
+    ],
+)
+def test_a_url_without_a_scheme_is_http(given, url):
+    assert KVClient(given).base_url == url
+
+
+def test_a_url_of_another_scheme_is_refused():
+    with pytest.raises(ValueError, match="ftp://h:1: a kv_app server's URL starts with http://"):
+        KVClient("ftp://h:1")
+
+
+def test_a_url_without_a_scheme_reaches_the_server(server, data):
+    key = next(iter(data))
+    with KVClient(server.url.removeprefix("http://")) as kv:
+        assert kv.get(key) == data[key]
+
+
 def test_an_answer_that_is_not_kv_app_is_a_kv_error(server):
     """A proxy's HTML page or a foreign JSON answer: KVError, not KeyError or JSONDecodeError."""
 

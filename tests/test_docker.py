@@ -120,3 +120,12 @@ def test_a_snapshot_root_published_on_the_host(image, tmp_path):
         c.hup()
         _wait(f"{c.url}/items/{key}", lambda r: r.json()["value"].startswith("v2:"))
         _wait(f"{c.url}/readyz", lambda r: r.json()["snapshot_version"] == 2)
+
+
+def test_the_image_without_a_mount_says_to_mount_data(image):
+    from test_image_entry import NO_MOUNT
+
+    r = subprocess.run(
+        ["docker", "run", "--rm", image], capture_output=True, text=True, timeout=120
+    )
+    assert (r.returncode, r.stderr) == (1, NO_MOUNT)

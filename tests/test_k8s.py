@@ -3,6 +3,8 @@ and every kustomization rendered and valid where kubectl is installed."""
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -70,3 +72,38 @@ def test_blue_green_service_selects_one_slot():
         d["spec"]["selector"]["matchLabels"]["slot"] for d in documents if d["kind"] == "Deployment"
     }
     assert slots == {"blue", "green"} and service["spec"]["selector"]["slot"] in slots
+
+
+def _built_tags(*args: str) -> list[str]:
+    """The tags scripts/build.sh gives its images (DRY_RUN: the commands, printed)."""
+    printed = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "build.sh"), *args],
+        env={**os.environ, "DRY_RUN": "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return re.findall(r"--tag (\S+)", printed)
+
+
+def test_image_tags_match_scripts_build_sh():
+    """The server image the manifests run is the one build.sh tags by default (the
+    package's version); the data image is the one `build.sh data` builds, under every
+    tag the overlays set; and that image has its Dockerfile."""
+    from kv_app import __version__
+
+    app_tags = _built_tags()
+    assert f"kv-app:{__version__}" in app_tags
+    data_tags = _built_tags("data", "some.data", "42")
+    assert data_tags == ["kv-app-data:42"]
+    data_name = data_tags[0].split(":")[0]
+    assert (K8S / "data-image" / "Dockerfile").read_text().count("COPY --chown=10001") == 1
+    [deployment] = yaml.safe_load_all((K8S / "base" / "deployment.yaml").read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    assert [c["image"] for c in pod["containers"]] == [f"kv-app:{__version__}"]
+    assert [c["image"].split(":")[0] for c in pod["initContainers"]] == [data_name]
+    for overlay in K8S.rglob("kustomization.yaml"):
+        for image in yaml.safe_load(overlay.read_text()).get("images", []):
+            assert image["name"] in ("kv-app", data_name), overlay
+            if image["name"] == "kv-app":
+                assert image.get("newTag", __version__) == __version__, overlay
