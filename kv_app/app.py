@@ -15,7 +15,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 from werkzeug.http import HTTP_STATUS_CODES
 
-from kv_app import api, config, docs, lean, memory, metrics, web
+from kv_app import api, config, docs, lean, memory, metrics, processes, web
 from kv_app.lean import SERVED, LeanPath, Served
 from kv_app.loader import LoadError, tty_progress
 from kv_app.stores import STORES, Store, StoreUnavailable
@@ -147,12 +147,7 @@ def app_from_environ() -> Flask:
 
 def where_the_docs_are(settings: Mapping[str, Any]) -> str:
     """The start-up line that says where to start: the docs' and the routes' URLs."""
-    host = settings["HOST"]
-    if host in ("0.0.0.0", "::", ""):  # every address: this machine's name works
-        host = "localhost"
-    elif ":" in host:
-        host = f"[{host}]"
-    url = f"http://{host}:{settings['PORT']}"
+    url = processes.url(settings["HOST"], settings["PORT"])
     return f"API docs: {url}/docs (Swagger UI), {url}/redoc (ReDoc); routes: curl {url}/"
 
 

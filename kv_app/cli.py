@@ -81,7 +81,9 @@ def _option(name: str):
     if setting.kind is bool:  # --access-log/--no-access-log
         flag = f"{setting.flag}/--no-{setting.flag[2:]}"
         return click.option(flag, name.lower(), cls=_BoolSettingOption, **kwargs)
-    return click.option(setting.flag, name.lower(), type=_SettingValue(setting), **kwargs)
+    return click.option(
+        setting.flag, *setting.aliases, name.lower(), type=_SettingValue(setting), **kwargs
+    )
 
 
 def settings_options(command: str):
@@ -314,8 +316,7 @@ def _pulled(url: str, root: str, done) -> str:
     is_flag=True,
     help="Fetch and check only; a later pull of the same version switches at once.",
 )
-@_option("KEEP_VERSIONS")
-@_option("MAX_BYTES_PER_SECOND")
+@settings_options("pull")
 def pull(
     url: str,
     root: str,
@@ -345,31 +346,7 @@ def pull(
 @cli.command()
 @click.argument("url")
 @click.argument("root")
-@click.option(
-    "--interval",
-    "--sync-interval",
-    "sync_interval",
-    envvar=config.BY_NAME["SYNC_INTERVAL"].env,
-    type=click.IntRange(config.BY_NAME["SYNC_INTERVAL"].low, config.BY_NAME["SYNC_INTERVAL"].high),
-    help=f"{config.BY_NAME['SYNC_INTERVAL'].help} [env KV_SYNC_INTERVAL; default 30]",
-)
-@click.option(
-    "--pid-file",
-    "pid_file",
-    envvar=config.BY_NAME["PID_FILE"].env,
-    help="Reload the server whose master's PID is in this file (kv-app serve --pid-file) "
-    "[env KV_PID_FILE].",
-)
-@click.option(
-    "--port",
-    "port",
-    type=click.IntRange(1, 65535),
-    help="The server's port on 127.0.0.1: reload the one listening there (when there is no "
-    "--pid-file), and check that it then serves the new version.",
-)
-@_option("SYNC_METRICS_FILE")
-@_option("KEEP_VERSIONS")
-@_option("MAX_BYTES_PER_SECOND")
+@settings_options("sync")
 def sync(url: str, root: str, port: int | None, **settings) -> None:
     """Follow URL: every --interval seconds, pull a new current version into ROOT and
     reload the server (--pid-file, or the one listening on --port). A bad version is

@@ -217,6 +217,7 @@ def main() -> None:
         if refused:
             print(f"kv-app: {refused}", file=sys.stderr, flush=True)
             raise SystemExit(1)
+        host, port = settings["HOST"], settings["PORT"]
         log_config = _logging_config(settings["LOG_LEVEL"], settings["ACCESS_LOG"])
         logging.config.dictConfig(log_config)
         for warning in config.unknown_environ():
@@ -237,6 +238,7 @@ def main() -> None:
 
         def worker_app():
             """Runs in each worker, just after the fork: what gunicorn_conf's post_fork does."""
+            processes.set_title(processes.worker_title(host, port))
             try:
                 with open("/proc/self/oom_score_adj", "w") as f:
                     f.write("1000")  # the OOM killer takes a worker, not the main process
@@ -320,6 +322,8 @@ def main() -> None:
             respawn_interval=RESPAWN_INTERVAL,
             workers_kill_timeout=GRACEFUL_TIMEOUT,
             pid_file=Path(settings["PID_FILE"]) if settings["PID_FILE"] else None,
+            # The same titles as under gunicorn: `kv-app reload` and `sync --port` find it.
+            process_name=processes.master_title(host, port, settings["DATA_PATH"]),
         )
         server.serve(target_loader=worker_app, wrap_loader=False)
     finally:

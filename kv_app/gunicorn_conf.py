@@ -245,10 +245,9 @@ _STOP_SIGNALS = _reloading.STOP_SIGNALS
 
 
 def when_ready(server):
-    """The server is up: say where its docs are; stop signals go before reloads, a reload
-    first loads the data (and goes no further if that fails), and a SIGHUP that arrived
-    while the data was loading is honoured now."""
-    server.log.info("docs at %s/docs (ReDoc at /redoc)", _processes.url(_kv["HOST"], _kv["PORT"]))
+    """The server is up: stop signals go before reloads, a reload first loads the data
+    (and goes no further if that fails), and a SIGHUP that arrived while the data was
+    loading is honoured now. (Where the docs are is said when the app is made.)"""
     original_wait = server.wait_for_signals
     server.wait_for_signals = lambda timeout=1.0: _coalesce(original_wait(timeout))
     original_kill = server.kill_worker

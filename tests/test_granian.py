@@ -223,3 +223,17 @@ def test_the_runner_without_granian_exits_with_one_line(data_file):
     )
     assert done.returncode == 1
     assert done.stderr == "kv-app: granian is not installed: pip install 'kv-app[granian]'\n"
+
+
+def test_titles_and_reload_by_port_find_the_granian_master(granian, edge_file):
+    """`kv-app reload --port` (and sync --port) find a granian server's main process by
+    its title, as a gunicorn master's (before: "port P is not a kv-app server's")."""
+    from kv_app import processes
+
+    master = processes.master_on_port(granian.port)
+    assert master.pid == granian.proc.pid
+    assert processes.title(master.pid).startswith(f"kv-app master 127.0.0.1:{granian.port} ")
+    done = CliRunner().invoke(cli.cli, ["reload", "--port", str(granian.port)])
+    assert done.exit_code == 0, done.output
+    assert f"pid {granian.proc.pid}" in done.output
+    wait_for(lambda: "reload done" in granian.log(), timeout=60)

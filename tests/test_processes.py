@@ -44,7 +44,7 @@ def test_titles_say_master_and_worker_with_port_and_data(served, data_file):
     assert len(workers) == 2
     for worker in workers:
         assert processes.title(worker) == f"kv-app worker 127.0.0.1:{served.port}"
-    assert f"docs at http://127.0.0.1:{served.port}/docs (ReDoc at /redoc)" in served.log()
+    assert f"API docs: http://127.0.0.1:{served.port}/docs (Swagger UI)" in served.log()
 
 
 def test_reload_by_port_and_by_pid_file(served):

@@ -275,7 +275,7 @@ def test_head_says_what_get_would_send(store):
     "host, url",
     [
         ("127.0.0.1", "http://127.0.0.1:8123"),
-        ("0.0.0.0", "http://localhost:8123"),
+        ("0.0.0.0", "http://127.0.0.1:8123"),
         ("::1", "http://[::1]:8123"),
     ],
 )

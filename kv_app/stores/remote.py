@@ -576,36 +576,18 @@ def write_metrics(path: str | os.PathLike[str], state: SyncState) -> None:
 
 
 def server_pid(pid_file: str | None = None, port: int | None = None) -> int | None:
-    """The server's master: the PID in pid_file, or the process listening on port whose
-    parent does not (a gunicorn master; its workers share the socket)."""
-    if pid_file:
-        try:
-            return int(Path(pid_file).read_text().strip())
-        except (OSError, ValueError):
-            return None
-    if port is None:
+    """The server's master (kv_app/processes.py, as `kv-app reload` finds it): by the PID
+    in pid_file, or the kv-app master listening on port; None if there is none."""
+    from kv_app import processes
+
+    try:
+        if pid_file:
+            return processes.master_from_pid_file(pid_file).pid
+        if port is not None:
+            return processes.master_on_port(port).pid
+    except processes.NotFound:
         return None
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            rows = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            f = row.split()
-            if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(f"socket:[{f[9]}]")
-    holders = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in inodes for fd in fds):
-                stat = Path(f"/proc/{pid}/stat").read_text()
-                holders[int(pid)] = int(stat.rsplit(")", 1)[1].split()[1])
-        except OSError:
-            continue
-    masters = [pid for pid, parent in holders.items() if parent not in holders]
-    return masters[0] if len(masters) == 1 else None
+    return None
 
 
 def sync_once(
