@@ -4,6 +4,7 @@ is lower-case. Used by the line checks, the stores, the API views and the client
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 KEY_LEN = 36
 DASH_COLUMNS = (8, 13, 18, 23)
@@ -27,11 +28,9 @@ def canonical_key(text: object) -> str | None:
 _KEY_CHARS = b"0123456789abcdefABCDEF-\n"
 
 
-def canonical_keys(texts: list) -> list[str] | None:
-    """The canonical form of each text if every one is a key, else None: a few passes
-    over them all joined (a batch of 1000 in about 50 microseconds, not one call each)."""
-    if not texts:
-        return []
+def keys_joined(texts: Sequence) -> bytes | None:
+    """The texts, each followed by a newline, as ASCII bytes, if every one is a key
+    (either case); else None: a few passes over them all joined (1000 in about 25 us)."""
     try:
         joined = "\n".join(texts) + "\n"
     except TypeError:  # not all strings
@@ -50,7 +49,18 @@ def canonical_keys(texts: list) -> list[str] | None:
             return None
     if raw[KEY_LEN::row] != b"\n" * n:
         return None
-    keys = joined.lower().split("\n")
+    return raw
+
+
+def canonical_keys(texts: Sequence) -> list[str] | None:
+    """The canonical form of each text if every one is a key, else None (a batch of 1000
+    in about 50 us, not one call each)."""
+    if not texts:
+        return []
+    raw = keys_joined(texts)
+    if raw is None:
+        return None
+    keys = raw.lower().decode("ascii").split("\n")
     keys.pop()
     return keys
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from kv_app import lines
-from kv_app.keys import DIGIT_COLUMNS, canonical_key, canonical_keys
+from kv_app.keys import DIGIT_COLUMNS, canonical_key, keys_joined
 
 # How many shards a snapshot can be split into: each a range of first hex digits.
 SHARD_COUNTS = (1, 2, 4, 8, 16)
@@ -40,10 +40,12 @@ def keys_bytes(keys: Sequence[str]) -> bytes | None:
     """The 16 bytes of each key (big-endian, a UUID's own byte order), one after the
     other, if all are UUIDs (either case); else None. The vectorised form of key_bytes,
     for batches: 1000 keys in about 0.1 ms."""
-    canonical = canonical_keys(list(keys))
-    if canonical is None:
+    if not keys:
+        return b""
+    joined = keys_joined(keys)
+    if joined is None:
         return None
-    return bytes.fromhex("".join(canonical).replace("-", ""))
+    return bytes.fromhex(joined.replace(b"-", b"").decode("ascii"))  # skips the newlines
 
 
 def halves_of(raw: bytes) -> tuple[np.ndarray, np.ndarray]:

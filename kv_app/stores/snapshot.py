@@ -490,7 +490,9 @@ class SnapshotStore(ByGet, Mapping[str, str]):
             values = [get(raw[i : i + 16]) for i in range(0, len(raw), 16)]
         except lmdb.Error as e:
             raise self._unreadable(e) from None
-        return [None if v is None else v.decode("utf-8") for v in values]
+        if None in values:
+            return [None if v is None else v.decode("utf-8") for v in values]
+        return list(map(bytes.decode, values))  # UTF-8, the default
 
     def __iter__(self) -> Iterator[str]:
         cursor = self._reader().cursor()
