@@ -293,6 +293,9 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=5, help="seconds")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=1000, help="ids per batch (0: none)")
+    parser.add_argument(
+        "--only-batches", action="store_true", help="skip the GET servers, measure batches"
+    )
     parser.add_argument("--other", action="append", default=[], help="NAME=DIR of a checkout")
     parser.add_argument(
         "--granian", action="store_true", help="also kv_app on granian (kv-app[granian])"
@@ -303,7 +306,8 @@ def main() -> None:
         sys.exit("bench_cpu.py needs wrk: apt-get install wrk (Debian package)")
     data, keys = data_files(args.pairs, args.data_dir)
     print(f"# {os.cpu_count()} cores; medians of alternated rounds")
-    lookups(args, data, keys)
+    if not args.only_batches:
+        lookups(args, data, keys)
     if args.batch:
         batches(args, data)
 
