@@ -1,4 +1,5 @@
-"""The `kv-app` command: serve, check, get. Thin: parse flags, call the library."""
+"""The `kv-app` command: serve, check, build, publish, rollback, pull, sync, reload, get.
+Thin: parse flags (those of settings generated from kv_app.config), call the library."""
 
 from __future__ import annotations
 
