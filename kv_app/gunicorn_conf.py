@@ -325,10 +325,11 @@ def post_fork(server, worker):
 
     for stop in _STOP_SIGNALS:  # TERM, and INT and QUIT (the master's quick stop)
         signal.signal(stop, lambda signum, frame: setattr(worker, "alive", False))
-    # gunicorn's init_signals (in the worker, after this hook) resets SIGHUP to its
-    # default action (terminate): ignore it, saying so, from then on.
-    init_signals = worker.init_signals
-    worker.init_signals = lambda: (init_signals(), _ignore_hup_in(worker))
+    # A SIGHUP is ignored, saying so, from now on (until now the master's handler would
+    # swallow it silently); gunicorn's init_signals (in the worker, after this hook)
+    # would reset it to its default action, terminate: it is left out of those it resets.
+    _ignore_hup_in(worker)
+    worker.SIGNALS = [sig for sig in worker.SIGNALS if sig != signal.SIGHUP]
     _gunicorn_util.write_error = _write_json_error
     responses.install()  # headers and body in one send
     try:

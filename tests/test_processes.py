@@ -40,10 +40,14 @@ def _reloads(server) -> int:
 def test_titles_say_master_and_worker_with_port_and_data(served, data_file):
     master = served.proc.pid  # kv-app serve execs the server: the same process
     assert processes.title(master) == f"kv-app master 127.0.0.1:{served.port} {data_file}"
-    workers = _children(master)
-    assert len(workers) == 2
-    for worker in workers:
-        assert processes.title(worker) == f"kv-app worker 127.0.0.1:{served.port}"
+    worker_title = f"kv-app worker 127.0.0.1:{served.port}"
+
+    def two_titled_workers() -> bool:
+        # A worker takes its title just after the fork: until then it shows the master's.
+        titles = [processes.title(pid) for pid in _children(master)]
+        return titles == [worker_title] * 2
+
+    wait_for(two_titled_workers, timeout=60)
     assert f"API docs: http://127.0.0.1:{served.port}/docs (Swagger UI)" in served.log()
 
 
@@ -94,12 +98,18 @@ def test_reload_refuses_clearly_when_no_master_is_found(tmp_path):
 def test_a_sighup_sent_to_a_worker_is_logged_and_changes_nothing(served):
     master = served.proc.pid
     worker = _children(master)[0]
-    os.kill(worker, signal.SIGHUP)
     line = (
         f"worker {worker} got SIGHUP and ignored it: to reload, send SIGHUP to the master, "
         f"pid {master} (kv-app reload --port {served.port})"
     )
-    wait_for(lambda: line in served.log())
+
+    def hup_said() -> bool:
+        # A worker just forked, before post_fork, still has the master's handler, which
+        # swallows a SIGHUP: send it again until the worker says it ignored one.
+        os.kill(worker, signal.SIGHUP)
+        return line in served.log()
+
+    wait_for(hup_said)
     # Not killed (SIGHUP's default action, before), nothing reloaded.
     assert processes.parent(worker) == master and worker in _children(master)
     assert "Hang up" not in served.log() and _reloads(served) == 0
