@@ -180,6 +180,23 @@ def _kill_group(group: int) -> None:
         time.sleep(0.05)
 
 
+def run_in_group(
+    command: list[str], timeout: float, stderr=subprocess.PIPE
+) -> subprocess.CompletedProcess:
+    """Run command to its end in a process group of its own, with every process it
+    started (a JVM, Chromium's renderers, servers) killed however it ends."""
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=stderr, text=True, process_group=0
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        proc.kill()
+        proc.wait()
+        _kill_group(proc.pid)
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+
 _CLOSE = {"Connection": "close"}
 
 # Every server started and not yet stopped: checked at the end of the session.

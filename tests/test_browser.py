@@ -8,18 +8,15 @@ import contextlib
 import html
 import http.server
 import json
-import os
 import re
 import shutil
-import signal
-import subprocess
 import tempfile
 import threading
 from pathlib import Path
 
 import pytest
 
-from conftest import Server, free_port
+from conftest import Server, free_port, run_in_group
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
@@ -100,20 +97,8 @@ def chromium(url: str, tmp_path: Path, budget_ms: int = 5000) -> tuple[str, str]
         "--dump-dom",
         url,
     ]
-    proc = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        process_group=0,
-    )
-    try:
-        out, err = proc.communicate(timeout=120)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # its zygote and renderers too
-        proc.wait()
-    return out, err
+    done = run_in_group(command, timeout=120)  # its zygote and renderers too
+    return done.stdout, done.stderr
 
 
 def outcome(dom: str) -> dict:

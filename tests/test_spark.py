@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import EXAMPLE_DATA, _kill_group
+from conftest import EXAMPLE_DATA, run_in_group
 from kv_app import loader
 from kv_app.client import KVClient
 from kv_app.keys import canonical_key
@@ -185,19 +185,8 @@ def test_the_entry_point_over_a_text_file(spark, sorted_text, tmp_path):
     """`python -m kv_app.stores.spark`: a JVM of its own (besides the module's session),
     every process of it stopped."""
     command = [sys.executable, "-m", "kv_app.stores.spark", str(EXAMPLE_DATA), str(tmp_path)]
-    run = subprocess.Popen(
-        [*command, "--shards", "2", "--master", "local[2]"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        process_group=0,
-    )
-    try:
-        out, err = run.communicate(timeout=120)
-    finally:
-        run.kill()
-        run.wait()
-        _kill_group(run.pid)
+    run = run_in_group([*command, "--shards", "2", "--master", "local[2]"], timeout=120)
+    out, err = run.stdout, run.stderr
     assert run.returncode == 0, err
     text = build(sorted_text, tmp_path / "text", shards=2)
     said = out.splitlines()

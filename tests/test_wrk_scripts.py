@@ -7,7 +7,6 @@ import collections
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import free_port, wait_for
+from conftest import free_port, run_in_group, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -126,18 +125,13 @@ def test_the_cpu_benchmark_runs_and_prints_its_table(tmp_path):
     (none with errors), and all are stopped when it ends. (It once could not start its
     own baselines: a hook looked for kv_app's store in any app.)"""
     # Its own process group, with every server it starts: all are killed if it hangs.
-    bench = subprocess.Popen(
+    bench = run_in_group(
         [sys.executable, str(ROOT / "scripts" / "bench_cpu.py"), "--pairs", "2000",
          "--duration", "1", "--rounds", "1", "--connections", "4", "--batch", "100",
          "--data-dir", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, process_group=0,
+        timeout=300, stderr=subprocess.STDOUT,
     )  # fmt: skip
-    try:
-        out, _ = bench.communicate(timeout=300)
-    finally:
-        if bench.poll() is None:
-            os.killpg(bench.pid, signal.SIGKILL)
-            bench.wait()
+    out = bench.stdout
     assert bench.returncode == 0, out
     rows = {
         line.split(" | ")[0]: line.split(" | ")
