@@ -48,7 +48,7 @@ def keys_bytes(keys: Sequence[str]) -> bytes | None:
     return bytes.fromhex(joined.replace(b"-", b"").decode("ascii"))  # skips the newlines
 
 
-def halves_of(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
+def halves_of(raw: bytes | memoryview) -> tuple[np.ndarray, np.ndarray]:
     """16-byte keys (keys_bytes) -> their high and low 64-bit halves."""
     halves = np.frombuffer(raw, dtype=">u8").reshape(-1, 2)
     return halves[:, 0].astype(np.uint64), halves[:, 1].astype(np.uint64)

@@ -366,8 +366,7 @@ def _check_batches(
             else:
                 keys, blob, offsets = _row_batch(batch, max_value_bytes)
             first = False
-            halves = np.frombuffer(keys, dtype=">u8").reshape(-1, 2)
-            part = table[keyspace.shard_of_hi(halves[:, 0].astype(np.uint64), shards)]
+            part = table[keyspace.shard_of_hi(keyspace.halves_of(keys)[0], shards)]
             # Cut where the lines would pass _BATCH_BYTES (each piece at least a row).
             cuts = [0]
             while cuts[-1] < len(part):
@@ -504,8 +503,7 @@ def _write_batches(batches: Iterator, *, work: str, shards: int):
             if not batch.num_rows:
                 continue
             keys = _values(batch.column(1))[1]
-            halves = np.frombuffer(keys, dtype=">u8").reshape(-1, 2)
-            hi, lo = halves[:, 0].astype(np.uint64), halves[:, 1].astype(np.uint64)
+            hi, lo = keyspace.halves_of(keys)
             if last is not None:
                 hi, lo = np.append(last[0], hi), np.append(last[1], lo)
             same = (hi[1:] == hi[:-1]) & (lo[1:] == lo[:-1])
