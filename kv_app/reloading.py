@@ -93,7 +93,6 @@ def swap(flask_app, store, log: logging.Logger) -> None:
 
     app.set_store(flask_app, store)
     version, pairs = store.version, len(store)
-    del store
     gc.collect()
     libc = ctypes.util.find_library("c")
     if libc:
