@@ -30,7 +30,7 @@ HTTP = "kv_http"  # the key of the served data's caching headers in app.extensio
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
 # Accept headers that mean JSON without parsing them (curl, requests, browsers' fetch).
-_JSON_ACCEPTS = frozenset(("*/*", JSON))
+JSON_ACCEPTS = frozenset(("*/*", JSON))  # Accept values that mean JSON outright
 
 
 # The most characters of values one batch answer holds: 1000 ids of values at the
@@ -74,7 +74,7 @@ def store():
 def wants_text(*, text_allowed: bool = True) -> bool:
     """Content negotiation: JSON unless the client prefers text/plain (where allowed)."""
     accept = request.headers.get("Accept")
-    if accept is None or accept in _JSON_ACCEPTS:
+    if accept is None or accept in JSON_ACCEPTS:
         return False
     offered = (JSON, "text/plain") if text_allowed else (JSON,)
     best = request.accept_mimetypes.best_match(offered)

@@ -31,7 +31,7 @@ from kv_app.stores import StoreUnavailable
 from kv_app.web import Web
 
 _PREFIX = "/items/"
-_JSON_ACCEPTS = frozenset((None, "*/*", "application/json"))
+_JSON_ACCEPTS = api.JSON_ACCEPTS | {None}  # or no Accept at all
 _ROUTE = "/items/<item_id:item_id>"  # the blueprint's rules, for the metrics' label
 _BATCH = "/items/batch"
 # A client's X-Request-ID is echoed when it is a sane token (deploy/nginx-cache.conf: the
