@@ -86,10 +86,11 @@ def measure(server, keys: Path, connections: int, duration: float, batch: int = 
     return result
 
 
-class Granian(Server):
-    """kv_app on granian (`kv-app serve --server granian`), as Server runs it on gunicorn."""
+class KvServe(Server):
+    """`kv-app serve DATA FLAGS` of the kv_app installed here (e.g. `--server granian`),
+    started and stopped as Server does gunicorn."""
 
-    def __init__(self, data: Path, workers: int, store: str):
+    def __init__(self, data: Path, workers: int, store: str, flags: tuple[str, ...] = ()):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("KV_")}
@@ -97,8 +98,8 @@ class Granian(Server):
         self.log = tempfile.TemporaryFile("w+")
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kv_app", "serve", "--server", "granian", str(data),
-             "--host", "127.0.0.1", "--port", str(self.port)],
+            [sys.executable, "-m", "kv_app", "serve", str(data),
+             "--host", "127.0.0.1", "--port", str(self.port), *flags],
             env=env, cwd="/", stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:
@@ -204,7 +205,9 @@ def lookups(args, data: Path, keys: Path) -> None:
                 data, args.workers, args.store, extra_env={"PYTHONPATH": str(Path(where))}
             )
         if args.granian:
-            servers["kv_app on granian"] = Granian(data, args.workers, args.store)
+            servers["kv_app on granian"] = KvServe(
+                data, args.workers, args.store, ("--server", "granian")
+            )
         servers["flask constant"] = Server(None, args.workers, args.store, baseline="app")
         servers["bare wsgi"] = Server(None, args.workers, args.store, baseline="wsgi")
         servers["bare wsgi, kv_app's headers"] = Server(
