@@ -356,6 +356,7 @@ def sync(url: str, root: str, port: int | None, **settings) -> None:
     import threading
 
     from kv_app.stores import remote
+    from kv_app.stores import sync as syncing
 
     values = config.resolve(
         {}, **{name.upper(): value for name, value in settings.items() if value is not None}
@@ -366,7 +367,7 @@ def sync(url: str, root: str, port: int | None, **settings) -> None:
     _say(f"sync: following {url} into {root} every {values['SYNC_INTERVAL']} s")
     with _refused():
         remote.parse_url(url)
-        remote.sync(
+        syncing.sync(
             url,
             root,
             interval=values["SYNC_INTERVAL"],

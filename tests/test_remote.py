@@ -20,7 +20,7 @@ from test_faults import finish, streams
 
 from conftest import EXAMPLE_DATA, KV_APP, make_data, wait_for
 from kv_app.client import KVClient
-from kv_app.stores import remote, snapshot, versions
+from kv_app.stores import remote, snapshot, sync, versions
 
 boto3 = pytest.importorskip("boto3")
 
@@ -337,9 +337,9 @@ def test_sync_reloads_the_server_under_load_and_refuses_a_bad_version(s3, start_
     )
     keys = keys_of()
     # --port finds the same server: the listener whose parent does not listen
-    assert remote.server_pid(port=server.port) == server.proc.pid == int(pid_file.read_text())
+    assert sync.server_pid(port=server.port) == server.proc.pid == int(pid_file.read_text())
     # how sync tells a reload that did not move the server
-    assert remote._serves(server.port, 2, 0.3) == "it serves version-1 after 0 s"
+    assert sync._serves(server.port, 2, 0.3) == "it serves version-1 after 0 s"
     try:
         wait_for(lambda: metric(metrics, "kv_sync_local_version") == 1)
         clients = streams(server.url, keys)
@@ -452,7 +452,7 @@ def test_sync_survives_the_unexpected(tmp_path):
     said = []
     stop = threading.Event()
     stop.set()  # one look, then stop
-    state = remote.sync(
+    state = sync.sync(
         "s3://kv-tables/daily", tmp_path, interval=0, stop=stop, say=said.append, client=Broken()
     )
     assert state.errors == 1 and state.refusals == 0
